@@ -1,0 +1,338 @@
+"""Validation of desired-state files: JSON Schema plus the domain rules, all at once.
+
+One pass over the users does the fast schema check, the domain rules (DESIGN §1-2) and
+the construction of canonical records. Only what fails goes on to jsonschema, for its
+precise messages, and to a second event walk, for line and column. Every problem of
+every file is reported in one run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path as FsPath
+from typing import Any
+
+from reconciler.errors import Diagnostic, ValidationFailed
+from reconciler.loader import Document, Path, load_file
+from reconciler.model import CR_PROFILES, DesiredAccount, Role, UserRecord, status_on
+from reconciler.schema import compile_check, invalid_items, load_schema, validator
+
+SCHEMA_NAME = "account.schema.json"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A problem found before its position is known (positions are looked up in bulk)."""
+
+    path: Path
+    message: str
+    at_key: bool = False
+    first: Path | None = None  # a path whose line the message mentions as {first_line}
+
+
+class _Checks:
+    """The compiled fast checks of the account schema, built once per process."""
+
+    _instance: _Checks | None = None
+
+    def __init__(self) -> None:
+        root = load_schema(SCHEMA_NAME)
+        users = root["properties"]["users"]
+        self.root = root
+        self.document = compile_check(root)
+        top_properties = {**root["properties"], "users": {"type": "object"}}
+        self.top = compile_check(root, {**root, "properties": top_properties})
+        self.account = compile_check(root, root["properties"]["account"])
+        self.username = compile_check(root, users["propertyNames"])
+        self.user = compile_check(root, users["additionalProperties"])
+
+    @classmethod
+    def get(cls) -> _Checks:
+        if cls._instance is None:
+            cls._instance = _Checks()
+        return cls._instance
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; directories become their *.yaml / *.yml files, sorted."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            out.extend(sorted(
+                os.path.join(path, name) for name in os.listdir(path)
+                if name.endswith(YAML_SUFFIXES) and os.path.isfile(os.path.join(path, name))
+            ))
+        else:
+            out.append(path)
+    return out
+
+
+def load_desired(path: str, today: str) -> DesiredAccount:
+    """Load, validate and build one desired account; raise ValidationFailed with all errors."""
+    doc = load_file(path)
+    return desired_from_document(doc, today)
+
+
+def desired_from_document(doc: Document, today: str) -> DesiredAccount:
+    problems, users, renames = _check(doc, today)
+    if problems:
+        raise ValidationFailed(_locate(doc, problems))
+    data = doc.data
+    safety = data.get("safety") or {}
+    return DesiredAccount(
+        account=data["account"],
+        path=doc.path,
+        sha256=hashlib.sha256(doc.text.encode("utf-8")).hexdigest(),
+        name=data.get("name"),
+        max_remove_pct=safety.get("max_remove_pct", 30),
+        terminate=data.get("terminate", False),
+        users=users,
+        renamed_from=renames,
+    )
+
+
+def _coerce(data: Any) -> None:
+    """Turn the strings YAML gave us into the booleans and integers the schema wants."""
+    if type(data) is not dict:
+        return
+    if "terminate" in data:
+        data["terminate"] = _boolean(data["terminate"])
+    safety = data.get("safety")
+    if type(safety) is dict and type(safety.get("max_remove_pct")) is str:
+        text = safety["max_remove_pct"]
+        if text.isascii() and text.isdigit() and len(text) < 6:
+            safety["max_remove_pct"] = int(text)
+    users = data.get("users")
+    if type(users) is dict:
+        for user in users.values():
+            cr = user.get("call_recording") if type(user) is dict else None
+            if type(cr) is dict and "prevent_remove" in cr:
+                cr["prevent_remove"] = _boolean(cr["prevent_remove"])
+
+
+def _boolean(value: Any) -> Any:
+    return {"true": True, "false": False}.get(value, value) if type(value) is str else value
+
+
+def _check(doc: Document, today: str) -> tuple[list[Problem], dict[str, UserRecord], dict]:
+    checks = _Checks.get()
+    data = doc.data
+    _coerce(data)
+    problems: list[Problem] = []
+    users: dict[str, UserRecord] = {}
+    renames: dict[str, str] = {}
+    raw_users = data.get("users") if type(data) is dict else None
+    bad_users: set[str] = set()
+    if not checks.document([data]):
+        # Explain what failed without paying for jsonschema over every user.
+        if not checks.top([data]):
+            top_only = {**data, "users": {}} if type(raw_users) is dict else data
+            problems.extend(_schema_problems(top_only))
+        if type(raw_users) is dict:
+            bad_users = _invalid_users(raw_users)
+            reduced = {"users": {name: raw_users[name] for name in bad_users}}
+            problems.extend(p for p in _schema_problems(reduced) if p.path[:1] == ("users",))
+    if type(data) is not dict:
+        return problems, users, renames
+    if type(raw_users) is dict:
+        users, renames = _check_users(raw_users, bad_users, problems, today)
+    _account_rules(doc, data, users, bad_users, problems)
+    return problems, users, renames
+
+
+def _invalid_users(raw_users: dict[str, Any]) -> set[str]:
+    checks = _Checks.get()
+    names = list(raw_users)
+    values = list(raw_users.values())
+    bad = invalid_items(checks.username, names) + invalid_items(checks.user, values)
+    return {names[i] for i in bad}
+
+
+def _check_users(
+    raw_users: dict[str, Any], bad: set[str], problems: list[Problem], today: str
+) -> tuple[dict[str, UserRecord], dict[str, str]]:
+    """The domain rules of the users that passed the schema, and their canonical records."""
+    users: dict[str, UserRecord] = {}
+    renames: dict[str, str] = {}
+    extensions: dict[str, str] = {}
+    emails: dict[str, str] = {}
+    for name, raw in raw_users.items():
+        if bad and name in bad:
+            continue
+        ext = raw["extension"]
+        other = extensions.setdefault(ext, name)
+        if other != name:
+            problems.append(Problem(("users", name, "extension"),
+                                    f"extension {ext} is already used by {other} "
+                                    "(line {first_line})", first=("users", other, "extension")))
+        email_key = raw["email"].casefold()
+        other = emails.setdefault(email_key, name)
+        if other != name:
+            problems.append(Problem(("users", name, "email"),
+                                    f"email {raw['email']} is already used by {other} "
+                                    "(line {first_line}); emails are compared ignoring case",
+                                    first=("users", other, "email")))
+        cr = raw.get("call_recording")
+        record_cr = None
+        if cr is not None:
+            activation = cr.get("activation_date")
+            if activation is not None and not _is_date(activation):
+                problems.append(Problem(("users", name, "call_recording", "activation_date"),
+                                        f"{activation!r} is not a valid date"))
+            if raw["profile"] not in CR_PROFILES:
+                problems.append(Problem(
+                    ("users", name, "call_recording"),
+                    f"Call Recording is available only for users with an Elite, Premier, "
+                    f"Essentials or Telephony profile; {name} has {raw['profile']}",
+                    at_key=True))
+            record_cr = {
+                "product": cr["product"],
+                "activation_date": activation,
+                "prevent_remove": cr.get("prevent_remove", False),
+                "status": status_on(activation, today),
+            }
+        old = raw.get("renamed_from")
+        if old is not None:
+            renames[name] = old
+        users[name] = {
+            "username": name,
+            "first_name": raw["first_name"],
+            "last_name": raw["last_name"],
+            "email": raw["email"],
+            "extension": ext,
+            "phone_number": raw.get("phone_number"),
+            "profile": raw["profile"],
+            "location": raw.get("location"),
+            "roles": sorted(raw["roles"]) if raw.get("roles") else [],
+            "call_recording": record_cr,
+        }
+    _rename_rules(raw_users, renames, problems)
+    return users, renames
+
+
+def _rename_rules(raw_users: dict[str, Any], renames: dict[str, str],
+                  problems: list[Problem]) -> None:
+    claimed: dict[str, str] = {}
+    for new, old in renames.items():
+        path = ("users", new, "renamed_from")
+        if old == new:
+            problems.append(Problem(path, f"{new} cannot be renamed from itself"))
+        elif old in raw_users:
+            problems.append(Problem(
+                path, f"renamed_from {old!r} collides with the listed user {old}; after a "
+                "rename only the new name is listed"))
+        elif claimed.setdefault(old, new) != new:
+            problems.append(Problem(path, f"renamed_from {old!r} is already claimed by "
+                                          f"{claimed[old]}"))
+
+
+def _account_rules(doc: Document, data: dict[str, Any], users: dict[str, UserRecord],
+                   bad_users: set[str], problems: list[Problem]) -> None:
+    account = data.get("account")
+    stem = FsPath(doc.path).name.rsplit(".", 1)[0]
+    if type(account) is str and account != stem and _Checks.get().account([account]):
+        problems.append(Problem(("account",), f"account {account!r} must equal the file "
+                                              f"name's stem {stem!r}"))
+    terminate = data.get("terminate") is True
+    if not terminate and not bad_users and type(data.get("users", {})) is dict and not any(
+        Role.DECISION_MAKER in u["roles"] for u in users.values()
+    ):
+        where = ("users",) if "users" in data else ("account",)
+        problems.append(Problem(where, "an account needs at least one user with the "
+                                       "decision-maker role", at_key=True))
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- explaining schema failures -------------------------------------------------------
+
+TYPE_WORDS = {"string": "a string", "object": "a mapping", "array": "a list",
+              "boolean": "true or false", "integer": "a whole number", "null": "empty"}
+
+
+def _schema_problems(data: Any) -> list[Problem]:
+    """jsonschema's errors for `data`, as problems with plain messages."""
+    problems: list[Problem] = []
+    for error in validator(SCHEMA_NAME).iter_errors(data):
+        problems.extend(_explain(error))
+    return problems
+
+
+def _explain(error: Any) -> list[Problem]:
+    path: Path = tuple(error.absolute_path)
+    kind = error.validator
+    schema = error.schema
+    value = error.instance
+    if "propertyNames" in error.absolute_schema_path:
+        return [Problem(path + (value,),
+                        f"invalid username {value!r}: {schema.get('x-message', kind)}",
+                        at_key=True)]
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        return [Problem(path + (key,), _unknown_key(key, allowed), at_key=True)
+                for key in value if key not in allowed]
+    if kind == "required":
+        return [Problem(path, f"missing required key {key!r}", at_key=True)
+                for key in error.validator_value if key not in value]
+    if kind == "type":
+        wanted = error.validator_value
+        names = wanted if isinstance(wanted, list) else [wanted]
+        return [Problem(path, f"must be {' or '.join(TYPE_WORDS[n] for n in names)}, "
+                              f"not {_describe(value)}")]
+    if kind == "enum":
+        return [Problem(path, f"{value!r} is not one of: "
+                              f"{', '.join(str(v) for v in error.validator_value)}")]
+    if kind == "pattern":
+        return [Problem(path, f"{value!r} {schema.get('x-message', 'has the wrong format')}")]
+    if kind == "minLength":
+        return [Problem(path, "must not be empty")]
+    if kind == "maxLength":
+        return [Problem(path, f"must be at most {error.validator_value} characters long")]
+    if kind in ("minimum", "maximum"):
+        return [Problem(path, f"must be between {schema.get('minimum')} and "
+                              f"{schema.get('maximum')}, not {value}")]
+    if kind == "uniqueItems":
+        return [Problem(path, "must not list the same value twice")]
+    return [Problem(path, error.message)]
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
+    hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    message = f"unknown key {key!r}"
+    if hint:
+        return f"{message} (did you mean {hint[0]!r}?)"
+    return f"{message}; allowed keys: {', '.join(allowed)}"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _locate(doc: Document, problems: list[Problem]) -> list[Diagnostic]:
+    """Turn problems into diagnostics, looking all positions up in one event walk."""
+    doc.locate([p.path for p in problems] + [p.first for p in problems if p.first])
+    out = []
+    for p in problems:
+        message = p.message
+        if p.first is not None:
+            message = message.replace("{first_line}", str(doc.key_position(p.first)[0]))
+        out.append(doc.diagnostic(p.path, message, at_key=p.at_key))
+    return out
+
