@@ -106,6 +106,195 @@ def validate(paths: tuple[str, ...]) -> None:
     click.echo(f"{len(files)} {noun} valid.")
 
 
+FORMATS = click.Choice(["text", "json", "markdown"])
+
+
+def backend_of(ctx: Context):  # noqa: ANN201 - LocalBackend, imported lazily
+    from reconciler.backends.local import LocalBackend
+
+    return LocalBackend(ctx.state_dir)
+
+
+def render(plans: list, fmt: str, *, as_list: bool) -> str:
+    if fmt == "json":
+        from reconciler.plan import dumps
+
+        return dumps(plans, as_list=as_list)
+    if fmt == "markdown":
+        from reconciler.render.markdown import render_all
+
+        return render_all(plans)
+    from reconciler.render.text import render_all as render_text
+
+    return render_text(plans, color=color_enabled())
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--out", "out", type=click.Path(dir_okay=False), metavar="PLANFILE",
+              help="Save the plan (JSON) for `crctl apply PLANFILE`.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there are no changes, 2 when there are.")
+@click.option("--force", is_flag=True, help="Override the safety limits.")
+@click.pass_obj
+def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: bool,
+         force: bool) -> None:
+    """Show what apply would change; never writes to the state directory.
+
+    PATH is an account file or a directory of them. Refused with exit 5 when a safety
+    limit is hit (more than safety.max_remove_pct removals, or a prevent_remove service),
+    unless --force.
+
+    \b
+    Examples:
+      crctl plan accounts/acme.yaml
+      crctl plan accounts/ --format markdown > plan.md
+      crctl plan accounts/acme.yaml --out acme.plan --detailed-exitcode
+    """
+    from reconciler import service
+
+    backend = backend_of(ctx)
+    desired = service.load_all([path], today())
+    planned = [service.plan_one(backend, d, today()) for d in desired]
+    if force:
+        for p in planned:
+            for violation in p.violations:
+                click.echo(f"Warning: {violation} (overridden by --force)", err=True)
+    service.enforce(planned, force)
+    plans = [p.plan for p in planned]
+    as_list = os.path.isdir(path)
+    if out:
+        from reconciler.plan import dumps, save
+
+        save(out, dumps(plans, as_list=as_list))
+    click.echo(render(plans, fmt, as_list=as_list), nl=False)
+    if detailed_exitcode and any(p.has_changes for p in plans):
+        sys.exit(2)
+
+
+@cli.command()
+@click.argument("planfile", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+def show(planfile: str, fmt: str) -> None:
+    """Render a saved plan (refuses an altered one with exit 3).
+
+    \b
+    Example:
+      crctl show acme.plan --format markdown
+    """
+    from reconciler.plan import load
+
+    plans = load(planfile)
+    click.echo(render(plans, fmt, as_list=len(plans) > 1 or _is_list(planfile)), nl=False)
+
+
+def _is_list(planfile: str) -> bool:
+    with open(planfile, "rb") as fh:
+        return fh.read(64).lstrip()[:1] == b"["
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Override the safety limits.")
+@click.option("--checksum", metavar="SHA256",
+              help="With a saved plan: the checksum it must have (from the reviewed plan).")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
+              help="How long to wait for the account lock (e.g. 1s, 2m).")
+@click.pass_obj
+def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: str | None,
+          lock_timeout: str) -> None:
+    """Apply desired state (PATH: file or directory) or exactly a saved plan (PLANFILE).
+
+    With PATH: plans, shows the plan and asks for 'yes' unless --auto-approve. With a
+    saved PLANFILE: no prompt (the reviewed plan is the approval); refused with exit 3
+    when stale (the account changed since) or altered (checksum). Needs an actor who is
+    a Decision Maker or Phone Manager of the account (exit 6 otherwise).
+
+    \b
+    Examples:
+      crctl --actor jdoe apply accounts/acme.yaml
+      CRCTL_ACTOR=jdoe crctl apply acme.plan --checksum 3f5a...
+    """
+    from reconciler import service
+    from reconciler.applier import complete_line
+
+    timeout = service.parse_duration(lock_timeout)
+    run = service.ApplyRun(backend_of(ctx), today(), ctx.actor, force, timeout)
+
+    def show_plans(plans: list) -> None:
+        click.echo(render(plans, "text", as_list=False), nl=False)
+
+    if service.is_plan_file(path):
+        from reconciler.plan import load
+
+        outcomes = run.from_plan_file(load(path, checksum), show_plans)
+    else:
+        if checksum:
+            raise InputError("--checksum applies to a saved plan, not to a desired-state file")
+        outcomes = run.from_desired([path], show_plans, lambda: _confirm(auto_approve))
+    if not outcomes:
+        click.echo("No changes.")
+        return
+    for outcome in outcomes:
+        if outcome.mirror_upserts or outcome.mirror_deletes:
+            click.echo(f"MIR mirror of {outcome.account}: {outcome.mirror_upserts} upserted, "
+                       f"{outcome.mirror_deletes} deleted.")
+        click.echo(complete_line(outcome))
+
+
+def _confirm(auto_approve: bool) -> bool:
+    if auto_approve:
+        return True
+    click.echo("")
+    try:
+        answer = click.prompt("Apply these actions? Only 'yes' will be accepted",
+                              default="", show_default=False, prompt_suffix=": ")
+    except click.exceptions.Abort:
+        raise InputError("Apply cancelled: no answer (no terminal?); use --auto-approve or "
+                         "apply a saved plan in CI") from None
+    return answer.strip() == "yes"
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.pass_obj
+def sync(ctx: Context, account: str, lock_timeout: str) -> None:
+    """Re-sync the MIR mirror from the portal and activate due pending services.
+
+    \b
+    Example:
+      CRCTL_TODAY=2026-12-01 crctl sync acme
+    """
+    from reconciler import service
+
+    outcome = service.sync(backend_of(ctx), account, today(), ctx.actor,
+                           service.parse_duration(lock_timeout))
+    activated = outcome.counts.get("activate", 0)
+    click.echo(f"Sync complete: {activated} pending service{'' if activated == 1 else 's'} "
+               f"activated; MIR mirror {outcome.mirror_upserts} upserted, "
+               f"{outcome.mirror_deletes} deleted.")
+
+
+@cli.command("force-unlock")
+@click.argument("account")
+@click.argument("lock_id")
+@click.pass_obj
+def force_unlock(ctx: Context, account: str, lock_id: str) -> None:
+    """Remove an account's lock left by a run that is gone (the id must match).
+
+    \b
+    Example:
+      crctl force-unlock acme 6f1c2a4e-...
+    """
+    from reconciler.backends.base import check_account_id
+
+    holder = backend_of(ctx).force_unlock(check_account_id(account), lock_id)
+    click.echo(f"Removed {holder.describe()}.")
+
+
 def main() -> None:
     """Entry point: run click without its own exit handling, then map errors to codes."""
     gc.disable()  # a short-lived process building millions of objects: no cycles to collect

@@ -218,6 +218,12 @@ def invalid_items(check: BatchCheck, items: list[Any]) -> list[int]:
 
 
 @cache
+def checker(name: str) -> BatchCheck:
+    """The compiled fast check of a shipped schema, built once per process."""
+    return compile_check(load_schema(name))
+
+
+@cache
 def validator(name: str) -> Any:
     """A jsonschema validator for a shipped schema (imported lazily: it costs ~0.1 s)."""
     import jsonschema

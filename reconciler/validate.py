@@ -17,7 +17,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from reconciler.errors import Diagnostic, ValidationFailed
-from reconciler.loader import Document, Path, load_file
+from reconciler.loader import Document, Path, field_path, load_file
 from reconciler.model import CR_PROFILES, DesiredAccount, Role, UserRecord, status_on
 from reconciler.schema import compile_check, invalid_items, load_schema, validator
 
@@ -336,3 +336,52 @@ def _locate(doc: Document, problems: list[Problem]) -> list[Diagnostic]:
         out.append(doc.diagnostic(p.path, message, at_key=p.at_key))
     return out
 
+
+
+# -- records produced by a plan (apply re-checks them) ----------------------------------
+
+def check_records(users: dict[str, UserRecord], touched: set[str]) -> list[str]:
+    """Domain and schema rules over an account's records, as sentences (empty: valid).
+
+    Used at apply, where a plan file (untrusted input) proposes the records: the users it
+    touches are checked in full, uniqueness and the Decision Maker rule over all users.
+    """
+    problems: list[str] = []
+    checks = _Checks.get()
+    records = [users[uid] for uid in touched if uid in users]
+    forms = [_desired_form(r) for r in records]
+    names = [r["username"] for r in records]
+    for index in sorted(set(invalid_items(checks.user, forms))
+                        | set(invalid_items(checks.username, names))):
+        reduced = {"users": {str(names[index]): forms[index]}}
+        found = _schema_problems(reduced) or [Problem(("users", names[index]), "is invalid")]
+        problems.extend(f"{field_path(p.path)}: {p.message}" for p in found)
+    for record in records:
+        if record["call_recording"] is not None and record["profile"] not in CR_PROFILES:
+            problems.append(f"users.{record['username']}: Call Recording needs an Elite, "
+                            f"Premier, Essentials or Telephony profile, not {record['profile']}")
+    for key, label in (("username", "username"), ("extension", "extension")):
+        values = [u[key] for u in users.values()]
+        if len(set(values)) != len(values):
+            problems.append(f"two users would share a {label}")
+    emails = [u["email"].casefold() for u in users.values()]
+    if len(set(emails)) != len(emails):
+        problems.append("two users would share an email")
+    if users and not any(Role.DECISION_MAKER in u["roles"] for u in users.values()):
+        problems.append("no user would have the decision-maker role")
+    return problems
+
+
+def _desired_form(record: Any) -> Any:
+    """A record as it would be written in YAML (no nulls, no status) for the schema."""
+    if type(record) is not dict:
+        return record
+    form = {k: v for k, v in record.items()
+            if k not in ("username", "call_recording") and v is not None and v != []}
+    cr = record.get("call_recording")
+    if type(cr) is dict:
+        form["call_recording"] = {k: v for k, v in cr.items()
+                                  if k != "status" and v is not None}
+    elif cr is not None:
+        form["call_recording"] = cr
+    return form

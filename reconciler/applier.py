@@ -1,0 +1,267 @@
+"""Executing a plan: checks, the new account state, the MIR mirror sync and the audit log.
+
+`execute` is pure (plan + current state -> new state + audit entries) and refuses any
+action that does not fit the current state, so a hand-edited plan file cannot do what
+a plan could not. `Applier` wraps it in the lock, the writes and their order: account
+file (the commit point), then audit log, then MIR mirror. A crash between them leaves
+drift that the next plan shows and the next apply or sync repairs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reconciler import mirror as mir
+from reconciler.backends.base import Backend
+from reconciler.backends.local import now_iso
+from reconciler.errors import ActorNotAllowedError, InputError, StalePlanError
+from reconciler.model import (
+    CR_FIELDS,
+    CR_MANAGER_ROLES,
+    DETAIL_FIELDS,
+    CurrentAccount,
+    Mirror,
+    Role,
+    status_on,
+)
+from reconciler.plan import ORDER, Action, Kind, Plan
+
+
+@dataclass
+class Outcome:
+    """What an apply did, for the closing line."""
+
+    account: str
+    counts: dict[str, int] = field(default_factory=dict)
+    terminated: dict[str, int] | None = None
+    mirror_upserts: int = 0
+    mirror_deletes: int = 0
+    serial: int = 0
+    wrote: bool = False
+
+
+def complete_line(outcome: Outcome) -> str:
+    if outcome.terminated is not None:
+        t = outcome.terminated
+        return (f"Apply complete: account {outcome.account} terminated ({t['users']} users, "
+                f"{t['recordings']} recordings deleted).")
+    c = outcome.counts
+    added = c.get("add_user", 0)
+    return (f"Apply complete: {c.get('enable', 0)} enabled, {c.get('change', 0)} changed, "
+            f"{c.get('remove', 0)} removed; {added} user{'' if added == 1 else 's'} added, "
+            f"{c.get('update_user', 0)} updated, {c.get('delete_user', 0)} deleted.")
+
+
+# -- who may apply ----------------------------------------------------------------------
+
+def check_actor(plan: Plan, current: CurrentAccount, actor: str | None) -> None:
+    """Only a Decision Maker or Phone Manager of the current account (of the desired file
+    for a new account) may apply; only a Decision Maker may terminate. Exit 6 otherwise."""
+    if not actor:
+        raise ActorNotAllowedError(
+            f"account {plan.account}: apply needs an actor: pass --actor USER or set "
+            "CRCTL_ACTOR to a Decision Maker or Phone Manager of the account")
+    roles = frozenset((Role.DECISION_MAKER,)) if plan.terminates else CR_MANAGER_ROLES
+    what = "a Decision Maker" if plan.terminates else "a Decision Maker or Phone Manager"
+    if current.exists:
+        allowed = current.has_manager(actor, roles)
+        where = "the current account"
+    else:
+        allowed = any(a.user == actor and a.after and roles.intersection(a.after["roles"])
+                      for a in plan.of_kind(Kind.ADD_USER))
+        where = "the desired file (the account does not exist yet)"
+    if not allowed:
+        raise ActorNotAllowedError(
+            f"account {plan.account}: actor {actor!r} is not {what} in {where}; nothing "
+            "was changed")
+
+
+# -- the pure part ----------------------------------------------------------------------
+
+def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
+            new_lineage: Callable[[], str] = lambda: str(uuid.uuid4())
+            ) -> tuple[CurrentAccount, list[dict[str, Any]]]:
+    """The account after `plan`, and one audit entry per action.
+
+    Raises StalePlanError for any action that does not fit `current` (a plan for other
+    users, duplicated or out-of-order actions): nothing is written then.
+    """
+    _check_sequence(plan)
+    users = dict(current.users)
+    lineage, serial, name = current.lineage, current.serial, current.name
+    next_id = current.next_user_id
+    new_ids: dict[str, str] = {}
+    by_name = {u["username"]: uid for uid, u in users.items()}
+    audit: list[dict[str, Any]] = []
+    stamp = now_iso()
+    plan_checksum = plan.checksum or plan.to_document()["checksum"]
+
+    for action in plan.actions:
+        kind = action.action
+        uid = action.user_id
+        if kind is Kind.CREATE_ACCOUNT:
+            lineage = new_lineage()
+            name = (action.after or {}).get("name")
+        elif kind is Kind.ADD_USER:
+            if uid is not None or action.user in by_name or action.after is None:
+                _refuse(plan, action, "the user already exists or the action is malformed")
+            uid = f"u{next_id}"
+            next_id += 1
+            record = {f: action.after[f] for f in DETAIL_FIELDS}
+            record["call_recording"] = None
+            users[uid] = record
+            by_name[record["username"]] = uid
+            new_ids[record["username"]] = uid
+        else:
+            if uid is None and kind is Kind.ENABLE:
+                uid = new_ids.get(action.user or "")
+            if uid is None or uid not in users:
+                _refuse(plan, action, "no such user in the current account")
+            user = users[uid]
+            if kind is Kind.REMOVE:
+                _expect_cr(plan, action, user["call_recording"], action.before)
+                users[uid] = {**user, "call_recording": None}
+            elif kind is Kind.DELETE_USER:
+                _expect_details(plan, action, user)
+                if user["call_recording"] is not None:
+                    _refuse(plan, action, "its CR service must be removed first")
+                del users[uid]
+                by_name.pop(user["username"], None)
+            elif kind is Kind.UPDATE_USER:
+                _expect_details(plan, action, user)
+                after = action.after or {}
+                record = {f: after[f] for f in DETAIL_FIELDS}
+                record["call_recording"] = user["call_recording"]
+                if record["username"] != user["username"]:
+                    by_name.pop(user["username"], None)
+                    by_name[record["username"]] = uid
+                users[uid] = record
+            elif kind in (Kind.CHANGE, Kind.ENABLE):
+                if kind is Kind.ENABLE and user["call_recording"] is not None:
+                    _refuse(plan, action, "CR is already enabled")
+                if kind is Kind.CHANGE:
+                    _expect_cr(plan, action, user["call_recording"], action.before)
+                after = action.after or {}
+                cr = {f: after[f] for f in CR_FIELDS}
+                cr["status"] = status_on(cr["activation_date"], today)
+                users[uid] = {**user, "call_recording": cr}
+        audit.append({"time": stamp, "actor": actor, "account": plan.account,
+                      "action": str(kind), "user": action.user, "user_id": uid,
+                      "before": action.before, "after": action.after,
+                      "plan_checksum": plan_checksum})
+
+    users.update(mir.activate_due(users, today))
+    _check_result(plan, users)
+    changed = bool(plan.actions) or users != current.users
+    if changed:
+        serial += 1
+    return replace(current, lineage=lineage, serial=serial, name=name, next_user_id=next_id,
+                   users=users), audit
+
+
+def _check_sequence(plan: Plan) -> None:
+    if plan.terminates and len(plan.actions) != 1:
+        raise StalePlanError(f"account {plan.account}: terminate_account must be the only "
+                             "action of its plan")
+    seen: set[tuple[Kind, str | None, str | None]] = set()
+    last = -1
+    for action in plan.actions:
+        order = ORDER[action.action]
+        if order < last:
+            raise StalePlanError(f"account {plan.account}: plan actions are out of order "
+                                 f"({action.action} for {action.user} comes too late)")
+        last = order
+        key = (action.action, action.user, action.user_id)
+        if key in seen:
+            raise StalePlanError(f"account {plan.account}: plan repeats {action.action} for "
+                                 f"{action.user}")
+        seen.add(key)
+
+
+def _refuse(plan: Plan, action: Action, why: str) -> None:
+    raise StalePlanError(f"account {plan.account}: plan action {action.action} for user "
+                         f"{action.user} ({action.user_id}) does not fit the current state: "
+                         f"{why}")
+
+
+def _expect_details(plan: Plan, action: Action, user: dict[str, Any]) -> None:
+    if action.before != {f: user[f] for f in DETAIL_FIELDS}:
+        _refuse(plan, action, "the user's details differ from the plan's 'before'")
+    if action.action is Kind.UPDATE_USER and not isinstance(action.after, dict):
+        _refuse(plan, action, "the action has no 'after'")
+
+
+def _expect_cr(plan: Plan, action: Action, have: dict[str, Any] | None,
+               before: dict[str, Any] | None) -> None:
+    if have is None or before is None or any(have.get(f) != before.get(f) for f in CR_FIELDS):
+        _refuse(plan, action, "the CR service differs from the plan's 'before'")
+
+
+def _check_result(plan: Plan, users: dict[str, dict[str, Any]]) -> None:
+    """The account after the plan must still obey the domain rules (DESIGN §1-2)."""
+    from reconciler.validate import check_records
+
+    touched = {a.user_id for a in plan.actions if a.user_id} | {
+        uid for uid, u in users.items() if u["username"] in
+        {a.user for a in plan.actions if a.action is Kind.ADD_USER}}
+    problems = check_records(users, touched)
+    if problems:
+        raise InputError(f"account {plan.account}: the plan would break the account's rules: "
+                         + "; ".join(problems[:5]))
+
+
+def check_fresh(plan: Plan, current: CurrentAccount) -> None:
+    """A saved plan applies only to the exact state it was made from (exit 3 otherwise)."""
+    if plan.lineage != current.lineage or plan.serial != current.serial:
+        then = f"lineage {plan.lineage or '(none: new account)'}, serial {plan.serial}"
+        now = (f"lineage {current.lineage}, serial {current.serial}" if current.exists
+               else "the account does not exist")
+        raise StalePlanError(f"account {plan.account}: plan is stale: it was made from "
+                             f"{then}, but now {now}; make a new plan")
+
+
+# -- the orchestration --------------------------------------------------------------------
+
+class Applier:
+    """Writes an executed plan through a backend, in crash-safe order."""
+
+    def __init__(self, backend: Backend, today: str, actor: str):
+        self.backend = backend
+        self.today = today
+        self.actor = actor
+
+    def apply(self, plan: Plan, current: CurrentAccount, mirror: Mirror) -> Outcome:
+        outcome = Outcome(account=plan.account, counts=plan.summary(), serial=current.serial)
+        if plan.terminates:
+            return self._terminate(plan, current, mirror, outcome)
+        new_state, audit = execute(plan, current, self.today, self.actor)
+        if new_state.serial != current.serial:
+            self.backend.write_account(new_state, current.serial)
+            outcome.wrote = True
+        self.backend.append_audit(plan.account, audit)
+        outcome.serial = new_state.serial
+        self.sync_mirror(new_state, mirror, outcome)
+        return outcome
+
+    def sync_mirror(self, state: CurrentAccount, mirror: Mirror, outcome: Outcome) -> None:
+        expected = mir.project(state.users, self.today)
+        if expected != mirror.users:
+            outcome.mirror_upserts = sum(1 for k, v in expected.items()
+                                         if mirror.users.get(k) != v)
+            outcome.mirror_deletes = sum(1 for k in mirror.users if k not in expected)
+            self.backend.write_mirror(Mirror(state.account, expected, mirror.recordings))
+
+    def _terminate(self, plan: Plan, current: CurrentAccount, mirror: Mirror,
+                   outcome: Outcome) -> Outcome:
+        counts = {"users": len(current.users),
+                  "cr_users": sum(1 for u in current.users.values() if u["call_recording"]),
+                  "recordings": len(mirror.recordings)}
+        self.backend.delete_account(plan.account)
+        self.backend.add_tombstone({"account": plan.account, "terminated_at": now_iso(),
+                                    "actor": self.actor, "lineage": current.lineage,
+                                    "deleted": counts})
+        outcome.terminated = counts
+        return outcome

@@ -1,0 +1,215 @@
+"""Plans: typed actions, the plan document (DESIGN §5), its checksum, save and load.
+
+A Plan is data only; the planner builds it, renderers show it, the applier executes it.
+The JSON document is the saved form: `checksum` is the sha256 of the canonical JSON of
+everything else, so any edit to a saved plan is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from reconciler import __version__
+from reconciler.errors import InputError, StalePlanError
+
+FORMAT_VERSION = "1"
+ACCOUNT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Kind(StrEnum):
+    """Action kinds, declared in the order they apply (DESIGN §5)."""
+
+    CREATE_ACCOUNT = "create_account"
+    REMOVE = "remove"
+    DELETE_USER = "delete_user"
+    ADD_USER = "add_user"
+    UPDATE_USER = "update_user"
+    CHANGE = "change"
+    ENABLE = "enable"
+    TERMINATE_ACCOUNT = "terminate_account"
+
+
+ORDER = {kind: index for index, kind in enumerate(Kind)}
+SUMMARY_KEYS = ("enable", "change", "remove", "add_user", "update_user", "delete_user",
+                "terminate_account")
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One change. `user` is the username (the new one for a rename); `user_id` is None
+    for a user that does not exist yet."""
+
+    action: Kind
+    user: str | None
+    user_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changed: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": str(self.action), "user": self.user, "user_id": self.user_id,
+                "before": self.before, "after": self.after, "changed": list(self.changed)}
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorChange:
+    """A MIR mirror entry that differs from what the portal implies (drift)."""
+
+    user_id: str
+    username: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "username": self.username, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    account: str
+    desired_path: str | None
+    desired_sha256: str | None
+    lineage: str | None
+    serial: int
+    actions: tuple[Action, ...] = ()
+    mir_upsert: tuple[MirrorChange, ...] = ()
+    mir_delete: tuple[MirrorChange, ...] = ()
+    max_remove_pct: int = 30
+    created_at: str = ""
+    tool_version: str = __version__
+    checksum: str | None = field(default=None, compare=False)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions or self.mir_upsert or self.mir_delete)
+
+    @property
+    def terminates(self) -> bool:
+        return any(a.action is Kind.TERMINATE_ACCOUNT for a in self.actions)
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(SUMMARY_KEYS, 0)
+        for action in self.actions:
+            if action.action in counts:
+                counts[action.action] += 1
+        return counts
+
+    def of_kind(self, kind: Kind) -> list[Action]:
+        return [a for a in self.actions if a.action is kind]
+
+    # -- the saved form ---------------------------------------------------------------
+    def to_document(self) -> dict[str, Any]:
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "tool_version": self.tool_version,
+            "account": self.account,
+            "created_at": self.created_at,
+            "desired": {"path": self.desired_path, "sha256": self.desired_sha256},
+            "prior_state": {"lineage": self.lineage, "serial": self.serial},
+            "actions": [a.to_json() for a in self.actions],
+            "summary": self.summary(),
+            "mir": {"upsert": [m.to_json() for m in self.mir_upsert],
+                    "delete": [m.to_json() for m in self.mir_delete]},
+            "safety": {"max_remove_pct": self.max_remove_pct},
+        }
+        doc["checksum"] = checksum(doc)
+        return doc
+
+
+def canonical_json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def checksum(doc: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the document without its `checksum` key."""
+    return hashlib.sha256(canonical_json({k: v for k, v in doc.items() if k != "checksum"}))\
+        .hexdigest()
+
+
+def dumps(plans: list[Plan], *, as_list: bool) -> str:
+    """The JSON text of one plan, or of a list of plans (a directory plan)."""
+    docs = [p.to_document() for p in plans]
+    return json.dumps(docs if as_list else docs[0], indent=2, ensure_ascii=False) + "\n"
+
+
+def save(path: str, text: str) -> None:
+    """Write a plan file (0600: plans hold personal data) without following symlinks."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write plan file: {exc.strerror}") from None
+
+
+def load(path: str, expected_checksum: str | None = None) -> list[Plan]:
+    """Read a saved plan file (untrusted input): refuse malformed ones (exit 1) and altered
+    ones (exit 3) before anything else looks at them."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(512 * 1024 * 1024)
+        data = json.loads(raw)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read plan file: {exc.strerror}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: not a crctl plan file (invalid JSON: {exc})") from None
+    docs = data if isinstance(data, list) else [data]
+    if not docs:
+        raise InputError(f"{path}: the plan file holds no plans")
+    if expected_checksum is not None and len(docs) != 1:
+        raise InputError(f"{path}: --checksum needs a plan of a single account")
+    return [_from_document(path, doc, expected_checksum) for doc in docs]
+
+
+def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
+    if not isinstance(doc, dict) or "format_version" not in doc:
+        raise InputError(f"{path}: not a crctl plan file (no format_version)")
+    if doc["format_version"] != FORMAT_VERSION:
+        raise InputError(f"{path}: unsupported plan format_version {doc['format_version']!r};"
+                         f" this crctl reads version {FORMAT_VERSION}")
+    _check_shape(path, doc)
+    actual = checksum(doc)
+    if doc.get("checksum") != actual:
+        raise StalePlanError(f"{path}: plan was altered: its checksum does not match its "
+                             "content; make a new plan with `crctl plan --out`")
+    if expected is not None and expected.lower() != actual:
+        raise StalePlanError(f"{path}: plan was altered: its checksum {actual} does not match "
+                             f"--checksum {expected}")
+    actions = tuple(
+        Action(Kind(a["action"]), a["user"], a["user_id"], a["before"], a["after"],
+               tuple(a["changed"]))
+        for a in doc["actions"]
+    )
+    mir = doc["mir"]
+    return Plan(
+        account=doc["account"],
+        desired_path=doc["desired"]["path"],
+        desired_sha256=doc["desired"]["sha256"],
+        lineage=doc["prior_state"]["lineage"],
+        serial=doc["prior_state"]["serial"],
+        actions=actions,
+        mir_upsert=tuple(MirrorChange(**m) for m in mir["upsert"]),
+        mir_delete=tuple(MirrorChange(**m) for m in mir["delete"]),
+        max_remove_pct=doc["safety"]["max_remove_pct"],
+        created_at=doc["created_at"],
+        tool_version=doc["tool_version"],
+        checksum=actual,
+    )
+
+
+def _check_shape(path: str, doc: dict[str, Any]) -> None:
+    """The plan schema (schemas/plan.schema.json), with a message naming the first error."""
+    from reconciler.schema import checker, validator
+
+    if not checker("plan.schema.json")([doc]):
+        error = next(iter(validator("plan.schema.json").iter_errors(doc)))
+        where = "/".join(str(p) for p in error.absolute_path) or "document"
+        raise InputError(f"{path}: not a valid crctl plan file: at {where}: {error.message}")
+    if not ACCOUNT_ID.match(doc["account"]):
+        raise InputError(f"{path}: invalid account id {doc['account']!r} in plan")

@@ -1,0 +1,1 @@
+"""Renderers: one Plan, three readers (terminal, pull-request reviewer, CI script)."""

@@ -1,0 +1,98 @@
+"""Wording shared by the text and markdown renderers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.model import product_name
+from reconciler.plan import Action, Kind, Plan
+
+VERBS = {
+    Kind.CREATE_ACCOUNT: "create account",
+    Kind.REMOVE: "remove CR",
+    Kind.DELETE_USER: "delete user",
+    Kind.ADD_USER: "add user",
+    Kind.UPDATE_USER: "update user",
+    Kind.CHANGE: "change CR",
+    Kind.ENABLE: "enable CR",
+    Kind.TERMINATE_ACCOUNT: "terminate account",
+}
+SIGNS = {Kind.CREATE_ACCOUNT: "+", Kind.REMOVE: "-", Kind.DELETE_USER: "-", Kind.ADD_USER: "+",
+         Kind.UPDATE_USER: "~", Kind.CHANGE: "~", Kind.ENABLE: "+",
+         Kind.TERMINATE_ACCOUNT: "-"}
+
+
+def _users(n: int) -> str:
+    return "user" if n == 1 else "users"
+
+
+def summary_line(plan: Plan) -> str:
+    """The last line of a text plan, exactly as DESIGN §5 spells it."""
+    if plan.terminates:
+        counts = plan.actions[0].before or {}
+        users, recordings = counts.get("users", 0), counts.get("recordings", 0)
+        return (f"Plan: terminate account {plan.account} ({users} {_users(users)}, "
+                f"{recordings} recording{'' if recordings == 1 else 's'} will be deleted).")
+    if not plan.has_changes:
+        return f"No changes. Account {plan.account} matches the desired state."
+    s = plan.summary()
+    return (f"Plan: {s['enable']} to enable, {s['change']} to change, {s['remove']} to "
+            f"remove; {s['add_user']} {_users(s['add_user'])} to add, {s['update_user']} to "
+            f"update, {s['delete_user']} to delete.")
+
+
+def value(v: Any) -> str:
+    if v is None:
+        return "(none)"
+    if isinstance(v, list):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def cr_text(cr: dict[str, Any] | None) -> str:
+    """MiCloud Connect MIR Always-On (pending until 2026-12-01)."""
+    if not cr:
+        return "(none)"
+    text = product_name(cr["product"])
+    if cr.get("status") == "pending":
+        text += f" (pending until {cr['activation_date']})"
+    elif cr.get("activation_date"):
+        text += f" (from {cr['activation_date']})"
+    if cr.get("prevent_remove"):
+        text += ", prevent_remove"
+    return text
+
+
+def changes_text(action: Action, sep: str = "; ") -> str:
+    """`field: old -> new` for each changed field of an update or change."""
+    before, after = action.before or {}, action.after or {}
+    parts = []
+    for name in action.changed:
+        old, new = before.get(name), after.get(name)
+        if name == "product":
+            old, new = product_name(old), product_name(new)
+        parts.append(f"{name}: {value(old)} -> {value(new)}")
+    return sep.join(parts)
+
+
+def describe(action: Action) -> str:
+    """The one-line detail of an action, after its verb and user."""
+    kind = action.action
+    if kind is Kind.CREATE_ACCOUNT:
+        after = action.after or {}
+        return f"{after.get('account')}" + (f" ({after['name']})" if after.get("name") else "")
+    if kind is Kind.TERMINATE_ACCOUNT:
+        c = action.before or {}
+        return (f"{c.get('users', 0)} users, {c.get('cr_users', 0)} CR services, "
+                f"{c.get('recordings', 0)} recordings and the MIR mirror will be deleted")
+    if kind is Kind.REMOVE:
+        return f"{cr_text(action.before)} (recordings are kept)"
+    if kind is Kind.ENABLE:
+        return cr_text(action.after)
+    if kind in (Kind.ADD_USER, Kind.DELETE_USER):
+        u = (action.after if kind is Kind.ADD_USER else action.before) or {}
+        return f"{u.get('first_name')} {u.get('last_name')}, ext {u.get('extension')}, " \
+               f"{u.get('profile')}"
+    return changes_text(action)

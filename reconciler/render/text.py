@@ -1,0 +1,41 @@
+"""Plain-text plans for terminals and CI logs (`+`/`~`/`-` lines, full product names)."""
+
+from __future__ import annotations
+
+import click
+
+from reconciler.plan import Plan
+from reconciler.render.common import SIGNS, VERBS, describe, summary_line
+
+COLORS = {"+": "green", "~": "yellow", "-": "red"}
+
+
+def render(plan: Plan, *, color: bool = False) -> str:
+    lines: list[str] = []
+    header = f"Account {plan.account}"
+    header += f" (serial {plan.serial})" if plan.lineage else " (new)"
+    lines.append(click.style(header, bold=True) if color else header)
+    width = max((len(a.user or "") for a in plan.actions), default=0)
+    for action in plan.actions:
+        sign = SIGNS[action.action]
+        verb = VERBS[action.action]
+        who = (action.user or "").ljust(width)
+        line = f"  {sign} {verb:<17} {who}  {describe(action)}".rstrip()
+        lines.append(click.style(line, fg=COLORS[sign]) if color else line)
+    if plan.mir_upsert or plan.mir_delete:
+        n = len(plan.mir_upsert) + len(plan.mir_delete)
+        lines.append("")
+        lines.append(f"MIR mirror drift ({n} {'entry' if n == 1 else 'entries'}; apply or "
+                     "`crctl sync` repairs it):")
+        for change in plan.mir_upsert:
+            lines.append(f"  ~ upsert {change.username or change.user_id}: {change.reason}")
+        for change in plan.mir_delete:
+            lines.append(f"  - delete {change.username or change.user_id} "
+                         f"({change.user_id}): {change.reason}")
+    lines.append("")
+    lines.append(click.style(summary_line(plan), bold=True) if color else summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def render_all(plans: list[Plan], *, color: bool = False) -> str:
+    return "\n".join(render(p, color=color) for p in plans)

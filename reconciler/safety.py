@@ -1,0 +1,45 @@
+"""Safety limits (DESIGN §5), checked at plan and at apply; only --force overrides them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.model import CurrentAccount
+from reconciler.plan import Kind, Plan
+
+MIN_USERS = 10  # below this, percentages of tiny accounts are noise
+
+
+def violations(plan: Plan, current: CurrentAccount, max_remove_pct: int,
+               tombstones: list[dict[str, Any]] | None = None) -> list[str]:
+    """Why `plan` is refused, one sentence each (empty: it may go ahead)."""
+    found: list[str] = []
+    users = len(current.users)
+    cr_users = sum(1 for u in current.users.values() if u["call_recording"] is not None)
+    removes = plan.of_kind(Kind.REMOVE)
+    deletes = plan.of_kind(Kind.DELETE_USER)
+    if users >= MIN_USERS:
+        for count, total, what in ((len(removes), cr_users, "removes CR from"),
+                                   (len(deletes), users, "deletes")):
+            if total and count * 100 > max_remove_pct * total:
+                found.append(
+                    f"account {plan.account}: the plan {what} {count} of {total} "
+                    f"{'CR users' if what.startswith('removes') else 'users'} "
+                    f"({count * 100 / total:.0f}%), more than safety.max_remove_pct = "
+                    f"{max_remove_pct}%")
+    for action in removes:
+        if action.before and action.before.get("prevent_remove"):
+            found.append(
+                f"account {plan.account}: user {action.user} has prevent_remove: true on its "
+                "CR service; set prevent_remove: false and apply, then remove it")
+    if tombstones and plan.of_kind(Kind.CREATE_ACCOUNT):
+        when = tombstones[-1].get("terminated_at", "earlier")
+        found.append(f"account {plan.account} was terminated ({when}); re-creating a "
+                     "terminated account id needs --force")
+    return found
+
+
+def refusal(found: list[str]) -> str:
+    lines = "\n".join(f"  - {v}" for v in found)
+    return f"Refused by a safety limit:\n{lines}\nReview the plan; rerun with --force to " \
+           "override."

@@ -1,0 +1,233 @@
+"""Workflows behind the commands: plan, apply (of files or saved plans), sync, terminate.
+
+They tie the pure parts (validation, planner, safety, execute) to a backend and a clock;
+the CLI only parses options, calls these, renders and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from reconciler import safety
+from reconciler.applier import Applier, Outcome, check_actor, check_fresh
+from reconciler.backends.base import Backend, check_account_id
+from reconciler.backends.local import default_who, now_iso
+from reconciler.errors import (
+    CrctlError,
+    InputError,
+    SafetyLimitError,
+    StalePlanError,
+    ValidationFailed,
+)
+from reconciler.model import CurrentAccount, DesiredAccount, Mirror
+from reconciler.plan import Plan
+from reconciler.planner import make_plan
+from reconciler.validate import expand_paths, load_desired
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan with the state it was made from and the safety limits it breaks."""
+
+    plan: Plan
+    current: CurrentAccount
+    mirror: Mirror
+    violations: tuple[str, ...]
+
+
+def load_all(paths: list[str], today: str) -> list[DesiredAccount]:
+    """Every desired file under `paths`; all problems of all files in one error."""
+    files = expand_paths(paths)
+    if not files:
+        raise InputError(f"no *.yaml or *.yml files in {', '.join(paths)}")
+    desired, diagnostics = [], []
+    for path in files:
+        try:
+            desired.append(load_desired(path, today))
+        except ValidationFailed as exc:
+            diagnostics.extend(exc.diagnostics)
+    if diagnostics:
+        raise ValidationFailed(diagnostics)
+    seen: dict[str, str] = {}
+    for d in desired:
+        if d.account in seen:
+            raise InputError(f"{d.path}: account {d.account} is also declared in "
+                             f"{seen[d.account]}")
+        seen[d.account] = d.path
+    return desired
+
+
+def plan_one(backend: Backend, desired: DesiredAccount, today: str) -> Planned:
+    current = backend.read_account(desired.account)
+    mirror = backend.read_mirror(desired.account)
+    plan = make_plan(desired, current, mirror, today, created_at=now_iso())
+    found = safety.violations(plan, current, plan.max_remove_pct,
+                              backend.tombstones(desired.account))
+    return Planned(plan, current, mirror, tuple(found))
+
+
+def enforce(planned: list[Planned], force: bool) -> None:
+    found = [v for p in planned for v in p.violations]
+    if found and not force:
+        raise SafetyLimitError(safety.refusal(found))
+
+
+def parse_duration(text: str) -> float:
+    """'10s', '2m', '500ms', '1h' or plain seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    for unit in ("ms", "s", "m", "h"):
+        if raw.endswith(unit):
+            number, scale = raw[: -len(unit)], units[unit]
+            break
+    else:
+        number, scale = raw, 1
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise InputError(f"invalid duration {text!r}: use e.g. 10s, 2m or 500ms") from None
+    if value < 0 or value != value:
+        raise InputError(f"invalid duration {text!r}")
+    return value
+
+
+def is_plan_file(path: str) -> bool:
+    """A saved plan is JSON; desired state is YAML (or a directory of it)."""
+    if os.path.isdir(path) or path.endswith((".yaml", ".yml")):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return False
+    return head[:1] in (b"{", b"[")
+
+
+@contextmanager
+def locked(backend: Backend, accounts: list[str], actor: str | None, operation: str,
+           timeout: float) -> Iterator[None]:
+    """Hold the locks of `accounts` (sorted, so two runs never wait on each other)."""
+    with ExitStack() as stack:
+        for account in sorted(set(accounts)):
+            stack.enter_context(backend.lock(account, default_who(actor), operation, timeout))
+        yield
+
+
+class ApplyRun:
+    """One `crctl apply`: plans (or loads) under the lock, confirms, executes."""
+
+    def __init__(self, backend: Backend, today: str, actor: str | None, force: bool,
+                 lock_timeout: float):
+        self.backend = backend
+        self.today = today
+        self.actor = actor
+        self.force = force
+        self.lock_timeout = lock_timeout
+
+    def from_desired(self, paths: list[str], show: Callable[[list[Plan]], None],
+                     confirm: Callable[[], bool]) -> list[Outcome]:
+        desired = load_all(paths, self.today)
+        accounts = [d.account for d in desired]
+        with locked(self.backend, accounts, self.actor, "apply", self.lock_timeout):
+            planned = [plan_one(self.backend, d, self.today) for d in desired]
+            for p in planned:
+                if p.plan.has_changes:
+                    check_actor(p.plan, p.current, self.actor)
+            enforce(planned, self.force)
+            show([p.plan for p in planned])
+            if not any(p.plan.has_changes for p in planned):
+                return []
+            if not confirm():
+                raise CrctlError("Apply cancelled.")
+            return [self._apply(p) for p in planned if p.plan.has_changes]
+
+    def from_plan_file(self, plans: list[Plan],
+                       show: Callable[[list[Plan]], None]) -> list[Outcome]:
+        for p in plans:
+            check_account_id(p.account)
+        with locked(self.backend, [p.account for p in plans], self.actor, "apply",
+                    self.lock_timeout):
+            planned = []
+            for p in plans:
+                current = self.backend.read_account(p.account)
+                check_fresh(p, current)
+                check_actor(p, current, self.actor)
+                self._check_not_altered(p)
+                found = safety.violations(p, current, p.max_remove_pct,
+                                          self.backend.tombstones(p.account))
+                planned.append(Planned(p, current, self.backend.read_mirror(p.account),
+                                       tuple(found)))
+            enforce(planned, self.force)
+            show(plans)
+            return [self._apply(p) for p in planned if p.plan.has_changes]
+
+    def _check_not_altered(self, plan: Plan) -> None:
+        """If the desired file the plan names is still there unchanged, the plan's actions
+        must be exactly what it yields: a plan edited by hand (with its checksum redone)
+        is refused."""
+        path, digest = plan.desired_path, plan.desired_sha256
+        if not path or not digest or not os.path.isfile(path):
+            return
+        with open(path, "rb") as fh:
+            if hashlib.sha256(fh.read()).hexdigest() != digest:
+                return  # the file moved on since; the plan's own checks still apply
+        try:
+            desired = load_desired(path, self.today)
+        except ValidationFailed:
+            return
+        replanned = plan_one(self.backend, desired, self.today).plan
+        mine = [a.to_json() for a in plan.actions]
+        theirs = [a.to_json() for a in replanned.actions]
+        if mine != theirs:
+            from deepdiff import DeepDiff
+
+            detail = DeepDiff(theirs, mine, ignore_order=False, max_diffs=5).pretty()
+            raise StalePlanError(
+                f"account {plan.account}: plan was altered: its actions differ from what "
+                f"{path} (unchanged since planning) yields:\n{detail}")
+
+    def _apply(self, planned: Planned) -> Outcome:
+        applier = Applier(self.backend, self.today, self.actor or "")
+        return applier.apply(planned.plan, planned.current, planned.mirror)
+
+
+def sync(backend: Backend, account: str, today: str, actor: str | None,
+         lock_timeout: float) -> Outcome:
+    """Activate due pending services and make the MIR mirror match the portal."""
+    from reconciler import mirror as mir
+
+    check_account_id(account)
+    with locked(backend, [account], actor, "sync", lock_timeout):
+        current = backend.read_account(account)
+        if not current.exists:
+            raise InputError(f"account {account} does not exist in {describe(backend)}")
+        mirror = backend.read_mirror(account)
+        applier = Applier(backend, today, actor or "crctl sync")
+        outcome = Outcome(account=account, serial=current.serial)
+        due = mir.activate_due(current.users, today)
+        state = current
+        if due:
+            from dataclasses import replace
+
+            state = replace(current, serial=current.serial + 1,
+                            users={**current.users, **due})
+            backend.write_account(state, current.serial)
+            backend.append_audit(account, [
+                {"time": now_iso(), "actor": actor or "crctl sync", "account": account,
+                 "action": "activate", "user": u["username"], "user_id": uid,
+                 "before": current.users[uid]["call_recording"],
+                 "after": u["call_recording"], "plan_checksum": None}
+                for uid, u in due.items()])
+            outcome.counts = {"activate": len(due)}
+            outcome.wrote = True
+        applier.sync_mirror(state, mirror, outcome)
+        outcome.serial = state.serial
+        return outcome
+
+
+def describe(backend: Backend) -> str:
+    return getattr(backend, "root", type(backend).__name__)
