@@ -295,6 +295,96 @@ def force_unlock(ctx: Context, account: str, lock_id: str) -> None:
     click.echo(f"Removed {holder.describe()}.")
 
 
+@cli.command()
+@click.argument("account")
+@click.option("--search", metavar="TEXT", help="Case-insensitive substring of any column.")
+@click.option("--filter", "filters", multiple=True, metavar="COLUMN=VALUE",
+              help="Per column (name, phone, extension, product, username, email, status); "
+                   "repeat to combine with AND. product takes on-demand, always-on or the "
+                   "full name.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.pass_obj
+def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ...],
+          fmt: str) -> None:
+    """The Call Recording user list: Full Name, Phone Number, Extension, Product.
+
+    \b
+    Examples:
+      crctl users acme
+      crctl users acme --search smith --filter product=on-demand
+      crctl users acme --format csv > cr-users.csv
+    """
+    import shutil
+
+    from reconciler import service, userlist
+
+    parsed = userlist.parse_filters(filters)
+    current = service.read_existing(backend_of(ctx), account)
+    selected = userlist.select(userlist.rows(current), search, parsed)
+    if fmt == "json":
+        click.echo(userlist.as_json(selected), nl=False)
+    elif fmt == "csv":
+        click.echo(userlist.as_csv(selected), nl=False)
+    else:
+        width = shutil.get_terminal_size((100, 24)).columns
+        click.echo(userlist.as_table(selected, width), nl=False)
+        click.echo(f"{len(selected)} CR user{'' if len(selected) == 1 else 's'}.", err=True)
+
+
+@cli.command("import")
+@click.argument("account")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write to FILE instead of standard output.")
+@click.pass_obj
+def import_(ctx: Context, account: str, out: str | None) -> None:
+    """Write the current account as desired-state YAML (planning it shows no changes).
+
+    \b
+    Example:
+      crctl import acme --out accounts/acme.yaml
+    """
+    from reconciler import service
+    from reconciler.importer import to_yaml
+
+    text = to_yaml(service.read_existing(backend_of(ctx), account))
+    if out:
+        try:
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write: {exc.strerror}") from None
+        click.echo(f"Wrote {out}.", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--confirm", required=True, metavar="ACCOUNT",
+              help="Repeat the account id to confirm.")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.pass_obj
+def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str) -> None:
+    """Terminate an account now: delete every user, the MIR mirror and ALL recordings.
+
+    Decision Maker only. Leaves a tombstone without personal data in terminated.jsonl;
+    re-creating the account id later needs `crctl apply --force`.
+
+    \b
+    Example:
+      crctl --actor jdoe terminate acme --confirm acme
+    """
+    from reconciler import service
+
+    outcome = service.terminate(backend_of(ctx), account, confirm, today(), ctx.actor,
+                                service.parse_duration(lock_timeout))
+    deleted = outcome.terminated or {}
+    click.echo(f"Terminated account {account}: {deleted.get('users', 0)} users, "
+               f"{deleted.get('cr_users', 0)} CR services and {deleted.get('recordings', 0)} "
+               "recordings deleted, with the MIR mirror, audit log and backups.")
+
+
 def main() -> None:
     """Entry point: run click without its own exit handling, then map errors to codes."""
     gc.disable()  # a short-lived process building millions of objects: no cycles to collect

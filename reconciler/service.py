@@ -202,9 +202,7 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
 
     check_account_id(account)
     with locked(backend, [account], actor, "sync", lock_timeout):
-        current = backend.read_account(account)
-        if not current.exists:
-            raise InputError(f"account {account} does not exist in {describe(backend)}")
+        current = read_existing(backend, account)
         mirror = backend.read_mirror(account)
         applier = Applier(backend, today, actor or "crctl sync")
         outcome = Outcome(account=account, serial=current.serial)
@@ -227,6 +225,32 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
         applier.sync_mirror(state, mirror, outcome)
         outcome.serial = state.serial
         return outcome
+
+
+def read_existing(backend: Backend, account: str) -> CurrentAccount:
+    current = backend.read_account(check_account_id(account))
+    if not current.exists:
+        raise InputError(f"account {account} does not exist in {describe(backend)}")
+    return current
+
+
+def terminate(backend: Backend, account: str, confirm: str, today: str, actor: str | None,
+              lock_timeout: float) -> Outcome:
+    """Terminate now: Decision Maker only; deletes the account, its MIR mirror with every
+    recording, its audit log, backups and lock, and leaves a tombstone."""
+    check_account_id(account)
+    if confirm != account:
+        raise InputError(f"--confirm must repeat the account id: --confirm {account}")
+    with locked(backend, [account], actor, "terminate", lock_timeout):
+        current = read_existing(backend, account)
+        mirror = backend.read_mirror(account)
+        from reconciler.plan import Action, Kind
+
+        plan = Plan(account=account, desired_path=None, desired_sha256=None,
+                    lineage=current.lineage, serial=current.serial, actions=(
+                        Action(Kind.TERMINATE_ACCOUNT, None, None, None, None),))
+        check_actor(plan, current, actor)
+        return Applier(backend, today, actor or "").apply(plan, current, mirror)
 
 
 def describe(backend: Backend) -> str:

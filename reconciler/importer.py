@@ -1,0 +1,60 @@
+"""`crctl import`: the current account as desired-state YAML.
+
+Written by hand rather than with yaml.dump so the output is stable and reads like the
+examples: fixed key order, the schema comment line, extensions and phone numbers quoted,
+anything that could be read as something else double-quoted. Planning the output right
+away shows no changes (tests check the round trip).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from reconciler.model import CurrentAccount
+
+PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._@+/'()-]*$")
+RESERVED = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"))
+SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/account.schema.json"
+
+
+def scalar(text: str) -> str:
+    """`text` as a YAML scalar our loader reads back as exactly `text`."""
+    if PLAIN.match(text) and not text.endswith(" ") and text.lower() not in RESERVED \
+            and ": " not in text and " #" not in text:
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)
+    # YAML treats these as line breaks or refuses them even inside double quotes.
+    return "".join(c if c.isprintable() or c == " " else f"\\u{ord(c):04x}" for c in quoted)
+
+
+def to_yaml(account: CurrentAccount) -> str:
+    lines = [SCHEMA_LINE,
+             f"# Imported from the current state of account {account.account} "
+             f"(serial {account.serial}).",
+             f"account: {account.account}"]
+    if account.name:
+        lines.append(f"name: {scalar(account.name)}")
+    users = sorted(account.users.values(), key=lambda u: u["username"])
+    lines.append("users:" if users else "users: {}")
+    for user in users:
+        lines.append(f"  {user['username']}:")
+        for key in ("first_name", "last_name", "email"):
+            lines.append(f"    {key}: {scalar(user[key])}")
+        lines.append(f"    extension: {json.dumps(user['extension'])}")
+        if user["phone_number"]:
+            lines.append(f"    phone_number: {json.dumps(user['phone_number'])}")
+        lines.append(f"    profile: {user['profile']}")
+        if user["location"]:
+            lines.append(f"    location: {scalar(user['location'])}")
+        if user["roles"]:
+            lines.append(f"    roles: [{', '.join(sorted(user['roles']))}]")
+        cr = user["call_recording"]
+        if cr is not None:
+            lines.append("    call_recording:")
+            lines.append(f"      product: {cr['product']}")
+            if cr["activation_date"]:
+                lines.append(f"      activation_date: {cr['activation_date']}")
+            if cr["prevent_remove"]:
+                lines.append("      prevent_remove: true")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""The Call Recording user list (`crctl users`): the portal's CR list as rows, searchable
+across all columns and filterable per column."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from reconciler.errors import InputError
+from reconciler.model import PRODUCT_NAMES, CurrentAccount, Product, product_name
+
+COLUMNS = ("full_name", "phone_number", "extension", "product", "username", "email", "status")
+TABLE_COLUMNS = (("full_name", "Full Name"), ("phone_number", "Phone Number"),
+                 ("extension", "Extension"), ("product", "Product"))
+FILTER_COLUMNS = {"name": "full_name", "phone": "phone_number", "extension": "extension",
+                  "product": "product", "username": "username", "email": "email",
+                  "status": "status"}
+
+
+def rows(account: CurrentAccount) -> list[dict[str, str]]:
+    """CR users only, sorted by full name then username."""
+    out = []
+    for user in account.users.values():
+        cr = user["call_recording"]
+        if cr is None:
+            continue
+        out.append({
+            "full_name": f"{user['first_name']} {user['last_name']}",
+            "phone_number": user["phone_number"] or "",
+            "extension": user["extension"],
+            "product": product_name(cr["product"]),
+            "username": user["username"],
+            "email": user["email"],
+            "status": cr["status"],
+        })
+    out.sort(key=lambda r: (r["full_name"].casefold(), r["username"]))
+    return out
+
+
+def parse_filters(specs: tuple[str, ...]) -> list[tuple[str, str]]:
+    """COLUMN=VALUE pairs; an unknown column is an error listing the valid ones."""
+    filters = []
+    for spec in specs:
+        column, sep, value = spec.partition("=")
+        column = column.strip().lower()
+        if not sep or column not in FILTER_COLUMNS:
+            raise InputError(f"invalid filter {spec!r}: use COLUMN=VALUE with COLUMN one of "
+                             f"{', '.join(FILTER_COLUMNS)}")
+        if column == "product":
+            value = _product_filter(value)
+        filters.append((FILTER_COLUMNS[column], value))
+    return filters
+
+
+def _product_filter(value: str) -> str:
+    wanted = value.strip().casefold()
+    for product in Product:
+        if wanted in (product.value, PRODUCT_NAMES[product].casefold()):
+            return PRODUCT_NAMES[product]
+    raise InputError(f"invalid product {value!r}: use on-demand, always-on or the full name")
+
+
+def select(all_rows: list[dict[str, str]], search: str | None,
+           filters: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """Search: case-insensitive substring of any column. Filters: per column, AND-ed;
+    product must match exactly, the others as case-insensitive substrings."""
+    needle = search.casefold() if search else None
+    out = []
+    for row in all_rows:
+        if needle is not None and not any(needle in row[c].casefold() for c in COLUMNS):
+            continue
+        if all(row[c] == v if c == "product" else v.casefold() in row[c].casefold()
+               for c, v in filters):
+            out.append(row)
+    return out
+
+
+def as_json(selected: list[dict[str, str]]) -> str:
+    return json.dumps(selected, indent=2, ensure_ascii=False) + "\n"
+
+
+def as_csv(selected: list[dict[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in selected:
+        writer.writerow({k: _csv_safe(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    """Keep spreadsheet programs from reading a cell as a formula."""
+    return "'" + value if value[:1] in ("=", "@", "-", "\t", "\r") else value
+
+
+def as_table(selected: list[dict[str, Any]], width: int) -> str:
+    """Aligned columns that fit `width`; the widest columns are shortened with '…'."""
+    headers = [h for _, h in TABLE_COLUMNS]
+    cells = [[str(r[k]) for k, _ in TABLE_COLUMNS] for r in selected]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    gap = 2
+    while sum(widths) + gap * (len(widths) - 1) > width and max(widths) > 8:
+        widest = widths.index(max(widths))
+        widths[widest] -= 1
+
+    def fit(text: str, w: int) -> str:
+        return text if len(text) <= w else text[: w - 1] + "…"
+
+    lines = ["  ".join(fit(h, w).ljust(w) for h, w in zip(headers, widths, strict=True))
+             .rstrip()]
+    for row in cells:
+        lines.append("  ".join(fit(c, w).ljust(w) for c, w in zip(row, widths, strict=True))
+                     .rstrip())
+    return "\n".join(lines) + "\n"
