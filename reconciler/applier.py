@@ -204,9 +204,10 @@ def _check_result(plan: Plan, users: dict[str, dict[str, Any]]) -> None:
     """The account after the plan must still obey the domain rules (DESIGN §1-2)."""
     from reconciler.validate import check_records
 
-    touched = {a.user_id for a in plan.actions if a.user_id} | {
-        uid for uid, u in users.items() if u["username"] in
-        {a.user for a in plan.actions if a.action is Kind.ADD_USER}}
+    added = {a.user for a in plan.actions if a.action is Kind.ADD_USER}
+    touched = {a.user_id for a in plan.actions if a.user_id}
+    if added:
+        touched |= {uid for uid, u in users.items() if u["username"] in added}
     problems = check_records(users, touched)
     if problems:
         raise InputError(f"account {plan.account}: the plan would break the account's rules: "
