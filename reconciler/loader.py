@@ -13,6 +13,7 @@ and records only the paths asked for.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ class Document:
 
     path: str
     data: Any
-    text: str
+    raw: bytes  # the file's bytes (UTF-8, BOM removed): re-walked to place diagnostics
+    sha256: str = ""  # of the file as read, for plans (`desired.sha256`)
     _positions: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict, repr=False)
 
     def locate(self, paths: Iterable[Path]) -> None:
@@ -72,7 +74,7 @@ class Document:
         wanted = {p for p in wanted if p not in known}
         if not wanted:
             return
-        walker = _Walker(self.path, self.text, wanted)
+        walker = _Walker(self.path, self.raw, wanted)
         walker.run()
         self._positions.update(walker.positions)
 
@@ -115,21 +117,23 @@ def load_file(path: str | os.PathLike[str]) -> Document:
 
 def load_bytes(name: str, raw: bytes) -> Document:
     """Parse bytes already read; `name` is used in diagnostics."""
-    text = _decode(name, raw)
-    walker = _Walker(name, text, None)
+    digest = hashlib.sha256(raw).hexdigest()
+    raw = _check_encoding(name, raw)
+    walker = _Walker(name, raw, None)
     data = walker.run()
+    doc = Document(name, data, raw, digest)
     if walker.diagnostics:
-        doc = Document(name, data, text)
         _resolve_duplicates(doc, walker)
         raise ValidationFailed(walker.diagnostics)
-    return Document(name, data, text)
+    return doc
 
 
-def _decode(name: str, raw: bytes) -> str:
+def _check_encoding(name: str, raw: bytes) -> bytes:
+    """Refuse non-UTF-8 bytes and empty files; libyaml then reads the bytes directly."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
@@ -138,9 +142,9 @@ def _decode(name: str, raw: bytes) -> str:
             [Diagnostic(name, line, col, "document",
                         f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})")]
         ) from None
-    if not text.strip():
+    if not raw.strip():
         raise ValidationFailed([Diagnostic(name, 1, 1, "document", "file is empty")])
-    return text
+    return raw
 
 
 def _resolve_duplicates(doc: Document, walker: _Walker) -> None:
@@ -163,10 +167,10 @@ class _Walker:
     only to place diagnostics); the first occurrence of a duplicate key wins there.
     """
 
-    def __init__(self, name: str, text: str, wanted: set[Path] | None):
+    def __init__(self, name: str, raw: bytes, wanted: set[Path] | None):
         self.name = name
-        self.text = text
-        self.parser = CParser(text)
+        self.raw = raw
+        self.parser = CParser(raw)
         self.get = self.parser.get_event
         self.wanted = wanted
         self.positions: dict[Path, tuple[int, int, int, int]] = {}
@@ -186,8 +190,9 @@ class _Walker:
             line, col = mark.line + 1, mark.column + 1
         else:  # a ReaderError carries a character offset instead of a mark
             pos = getattr(exc, "position", 0) or 0
-            before = self.text[:pos]
-            line, col = before.count("\n") + 1, pos - (before.rfind("\n") + 1) + 1
+            before = self.raw[:pos]
+            line = before.count(b"\n") + 1
+            col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
         context = getattr(exc, "context", None)
         message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
