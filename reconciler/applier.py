@@ -106,8 +106,9 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
             lineage = new_lineage()
             name = (action.after or {}).get("name")
         elif kind is Kind.ADD_USER:
-            if uid is not None or action.user in by_name or action.after is None:
-                _refuse(plan, action, "the user already exists or the action is malformed")
+            if uid is not None or action.user in by_name:
+                _refuse(plan, action, "the user already exists")
+            _expect_after(plan, action, DETAIL_FIELDS)
             uid = f"u{next_id}"
             next_id += 1
             record = {f: action.after[f] for f in DETAIL_FIELDS}
@@ -132,7 +133,7 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
                 by_name.pop(user["username"], None)
             elif kind is Kind.UPDATE_USER:
                 _expect_details(plan, action, user)
-                after = action.after or {}
+                after = _expect_after(plan, action, DETAIL_FIELDS)
                 record = {f: after[f] for f in DETAIL_FIELDS}
                 record["call_recording"] = user["call_recording"]
                 if record["username"] != user["username"]:
@@ -144,7 +145,7 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
                     _refuse(plan, action, "CR is already enabled")
                 if kind is Kind.CHANGE:
                     _expect_cr(plan, action, user["call_recording"], action.before)
-                after = action.after or {}
+                after = _expect_after(plan, action, CR_FIELDS)
                 cr = {f: after[f] for f in CR_FIELDS}
                 cr["status"] = status_on(cr["activation_date"], today)
                 users[uid] = {**user, "call_recording": cr}
@@ -187,11 +188,18 @@ def _refuse(plan: Plan, action: Action, why: str) -> None:
                          f"{why}")
 
 
+def _expect_after(plan: Plan, action: Action, fields: tuple[str, ...]) -> dict[str, Any]:
+    after = action.after
+    if not isinstance(after, dict) or not set(fields) <= after.keys():
+        _refuse(plan, action, f"its 'after' must have {', '.join(fields)}")
+    if action.action in (Kind.ADD_USER, Kind.UPDATE_USER) and after["username"] != action.user:
+        _refuse(plan, action, "its 'after' names another user")
+    return after  # type: ignore[return-value]
+
+
 def _expect_details(plan: Plan, action: Action, user: dict[str, Any]) -> None:
     if action.before != {f: user[f] for f in DETAIL_FIELDS}:
         _refuse(plan, action, "the user's details differ from the plan's 'before'")
-    if action.action is Kind.UPDATE_USER and not isinstance(action.after, dict):
-        _refuse(plan, action, "the action has no 'after'")
 
 
 def _expect_cr(plan: Plan, action: Action, have: dict[str, Any] | None,

@@ -187,7 +187,7 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
         for a in doc["actions"]
     )
     mir = doc["mir"]
-    return Plan(
+    plan = Plan(
         account=doc["account"],
         desired_path=doc["desired"]["path"],
         desired_sha256=doc["desired"]["sha256"],
@@ -201,6 +201,10 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
         tool_version=doc["tool_version"],
         checksum=actual,
     )
+    if doc["summary"] != plan.summary():
+        raise StalePlanError(f"{path}: plan was altered: its summary does not match its "
+                             "actions")
+    return plan
 
 
 def _check_shape(path: str, doc: dict[str, Any]) -> None:
