@@ -1,0 +1,204 @@
+"""Helpers for the apply, locking and crash tests: run crctl, write accounts, read state.
+
+Everything goes through the real command line (`python -m reconciler`) unless a test
+says otherwise; CRCTL_TODAY and NO_COLOR are always set explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_ACME = REPO / "examples" / "acme.yaml"
+TODAY = "2026-11-25"
+
+COMPLETE_RE = (r"^Apply complete: (\d+) enabled, (\d+) changed, (\d+) removed; "
+               r"(\d+) users? added, (\d+) updated, (\d+) deleted\.$")
+
+
+def crctl_env(actor: str | None = None, today: str = TODAY,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
+    env["CRCTL_TODAY"] = today
+    env["NO_COLOR"] = "1"
+    if actor is not None:
+        env["CRCTL_ACTOR"] = actor
+    env.update(extra or {})
+    return env
+
+
+def argv(state: Path | str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "reconciler", "--state-dir", str(state), *args]
+
+
+def run(state: Path | str, *args: str, actor: str | None = None, today: str = TODAY,
+        input: str | None = None, cwd: Path | str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    """`crctl --state-dir STATE ARGS...`; the actor goes through CRCTL_ACTOR."""
+    result = subprocess.run(argv(state, *args), env=crctl_env(actor, today), input=input,
+                            capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                            stdin=None if input is not None else subprocess.DEVNULL)
+    for stream in (result.stdout, result.stderr):
+        assert "Traceback" not in stream, stream
+        assert "internal error" not in stream, stream
+    return result
+
+
+def popen(state: Path | str, *args: str, actor: str | None = None, today: str = TODAY,
+          stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE,
+          cwd: Path | str | None = None) -> subprocess.Popen:
+    """Start crctl. With stdout=PIPE, read it (communicate) or a long plan blocks the run."""
+    return subprocess.Popen(argv(state, *args), env=crctl_env(actor, today), stdin=stdin,
+                            stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def apply_ok(state: Path | str, path: Path | str, actor: str = "jdoe", *extra: str,
+             today: str = TODAY) -> subprocess.CompletedProcess:
+    """Apply a desired file (or a saved plan) and insist that it succeeds."""
+    args = ["apply", str(path), *extra]
+    if not str(path).endswith(".json"):
+        args.append("--auto-approve")
+    result = run(state, *args, actor=actor, today=today)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result
+
+
+def save_plan(state: Path | str, desired: Path | str, out: Path | str,
+              today: str = TODAY) -> dict[str, Any]:
+    result = run(state, "plan", str(desired), "--out", str(out), "--force", today=today)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return json.loads(Path(out).read_text(encoding="utf-8"))
+
+
+# -- desired-state files ------------------------------------------------------------------
+
+def acme_users() -> dict[str, dict[str, Any]]:
+    """The users of examples/acme.yaml as plain dicts (bob.smith without renamed_from)."""
+    return copy.deepcopy({
+        "jdoe": {"first_name": "Jane", "last_name": "Doe", "email": "jane.doe@acme.example",
+                 "extension": "2101", "phone_number": "+16135550101", "profile": "Elite",
+                 "location": "Ottawa", "roles": ["decision-maker"],
+                 "call_recording": {"product": "always-on", "prevent_remove": True}},
+        "asmith": {"first_name": "Alice", "last_name": "Smith",
+                   "email": "alice.smith@acme.example", "extension": "2102",
+                   "phone_number": "+16135550102", "profile": "Premier",
+                   "location": "Ottawa", "roles": ["phone-manager"],
+                   "call_recording": {"product": "on-demand"}},
+        "bob.smith": {"first_name": "Bob", "last_name": "Smith",
+                      "email": "bob.smith@acme.example", "extension": "2103",
+                      "profile": "Essentials", "location": "Toronto",
+                      "call_recording": {"product": "on-demand",
+                                         "activation_date": "2026-12-01"}},
+        "lobby": {"first_name": "Front", "last_name": "Desk", "email": "lobby@acme.example",
+                  "extension": "2199", "profile": "Courtesy"},
+    })
+
+
+def account_yaml(account: str, users: dict[str, dict[str, Any]], **top: Any) -> str:
+    """YAML text of a desired-state file; None values and empty role lists are left out."""
+    clean: dict[str, Any] = {}
+    for name, user in users.items():
+        entry = {k: v for k, v in user.items() if v is not None and v != []}
+        cr = entry.get("call_recording")
+        if isinstance(cr, dict):
+            entry["call_recording"] = {k: v for k, v in cr.items() if v is not None}
+        clean[name] = entry
+    doc: dict[str, Any] = {"account": account}
+    doc.update({k: v for k, v in top.items() if v is not None})
+    doc["users"] = clean
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def write_account(directory: Path, account: str, users: dict[str, dict[str, Any]],
+                  **top: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{account}.yaml"
+    path.write_text(account_yaml(account, users, **top), encoding="utf-8")
+    return path
+
+
+# -- the state directory --------------------------------------------------------------------
+
+def snapshot(state: Path | str) -> dict[str, str]:
+    """Every file (sha256) and directory below `state`, by relative path."""
+    root = Path(state)
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), root) + "/"] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def files_of(state: Path | str) -> list[str]:
+    return sorted(k for k, v in snapshot(state).items() if v != "dir")
+
+
+def portal(state: Path | str, account: str = "acme") -> dict[str, Any]:
+    return json.loads((Path(state) / "portal" / f"{account}.json").read_text("utf-8"))
+
+
+def mirror(state: Path | str, account: str = "acme") -> dict[str, Any]:
+    return json.loads((Path(state) / "mir" / f"{account}.json").read_text("utf-8"))
+
+
+def write_mirror(state: Path | str, doc: dict[str, Any], account: str = "acme") -> None:
+    (Path(state) / "mir" / f"{account}.json").write_text(json.dumps(doc), "utf-8")
+
+
+def audit(state: Path | str, account: str = "acme") -> list[dict[str, Any]]:
+    path = Path(state) / "audit" / f"{account}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def user_id(state: Path | str, username: str, account: str = "acme") -> str:
+    ids = [uid for uid, u in portal(state, account)["users"].items()
+           if u["username"] == username]
+    assert len(ids) == 1, (username, ids)
+    return ids[0]
+
+
+def lock_path(state: Path | str, account: str = "acme") -> Path:
+    return Path(state) / "locks" / f"{account}.lock"
+
+
+def wait_for_lock(state: Path | str, account: str = "acme", proc: subprocess.Popen | None = None,
+                  timeout: float = 30) -> dict[str, Any]:
+    """Wait until the account's lock file exists and holds the holder's JSON."""
+    path = lock_path(state, account)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended before taking the lock: {proc.returncode}, "
+                                 f"{proc.communicate()}")
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            if isinstance(data, dict) and data.get("id"):
+                return data
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not appear within {timeout}s")
+
+
+def complete_line(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert lines, stdout
+    return lines[-1]
