@@ -17,6 +17,7 @@ from datetime import date
 import click
 
 from reconciler import __version__
+from reconciler.backends.base import Backend
 from reconciler.errors import CrctlError, InputError, ValidationFailed
 
 EXIT_ERROR = 1
@@ -109,7 +110,8 @@ def validate(paths: tuple[str, ...]) -> None:
 FORMATS = click.Choice(["text", "json", "markdown"])
 
 
-def backend_of(ctx: Context):  # noqa: ANN201 - LocalBackend, imported lazily
+def backend_of(ctx: Context) -> Backend:
+    """The embedded default backend: the local state directory."""
     from reconciler.backends.local import LocalBackend
 
     return LocalBackend(ctx.state_dir)

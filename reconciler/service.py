@@ -10,8 +10,9 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from reconciler import mirror as mir
 from reconciler import safety
 from reconciler.applier import Applier, Outcome, check_actor, check_fresh
 from reconciler.backends.base import Backend, check_account_id
@@ -24,7 +25,7 @@ from reconciler.errors import (
     ValidationFailed,
 )
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
-from reconciler.plan import Plan
+from reconciler.plan import Action, Kind, Plan
 from reconciler.planner import make_plan
 from reconciler.validate import expand_paths, load_desired
 
@@ -198,8 +199,6 @@ class ApplyRun:
 def sync(backend: Backend, account: str, today: str, actor: str | None,
          lock_timeout: float) -> Outcome:
     """Activate due pending services and make the MIR mirror match the portal."""
-    from reconciler import mirror as mir
-
     check_account_id(account)
     with locked(backend, [account], actor, "sync", lock_timeout):
         current = read_existing(backend, account)
@@ -209,8 +208,6 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
         due = mir.activate_due(current.users, today)
         state = current
         if due:
-            from dataclasses import replace
-
             state = replace(current, serial=current.serial + 1,
                             users={**current.users, **due})
             backend.write_account(state, current.serial)
@@ -244,8 +241,6 @@ def terminate(backend: Backend, account: str, confirm: str, today: str, actor: s
     with locked(backend, [account], actor, "terminate", lock_timeout):
         current = read_existing(backend, account)
         mirror = backend.read_mirror(account)
-        from reconciler.plan import Action, Kind
-
         plan = Plan(account=account, desired_path=None, desired_sha256=None,
                     lineage=current.lineage, serial=current.serial, actions=(
                         Action(Kind.TERMINATE_ACCOUNT, None, None, None, None),))
