@@ -196,6 +196,10 @@ class _Walker:
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
         context = getattr(exc, "context", None)
         message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+        if "maximum nesting depth" in str(problem):
+            # Some libyaml builds stop deep flow collections themselves (at 1,000 levels)
+            # before our own limit is reached in the event stream: same refusal, same words.
+            message = f"nesting deeper than {MAX_DEPTH} levels"
         if self.wanted is None:
             self.diagnostics.append(Diagnostic(self.name, line, col, field_path(path), message))
 
