@@ -18,7 +18,7 @@ from reconciler import __version__
 from reconciler.errors import InputError, StalePlanError
 
 FORMAT_VERSION = "1"
-ACCOUNT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: "$" would accept "acme\n"
 
 
 class Kind(StrEnum):

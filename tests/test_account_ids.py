@@ -284,9 +284,6 @@ def test_bad_account_id_in_a_desired_file(tmp_path: Path) -> None:
 
 # -- a trailing newline --------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG: backends/base.py ACCOUNT_ID (and plan.py "
-                   "ACCOUNT_ID, the plan schema pattern) use re.match with '$', which also "
-                   "matches before a trailing newline: 'acme\\n' passes check_account_id")
 def test_account_id_with_a_trailing_newline_on_the_command_line(world: Path) -> None:
     state = world / "work" / "state"
     commands = command_lines("acme\n", world / "work" / "imported.yaml")
@@ -295,10 +292,6 @@ def test_account_id_with_a_trailing_newline_on_the_command_line(world: Path) -> 
         assert "invalid account id" in result.stderr, (args, result.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a saved plan whose account is 'zeta\\n' (checksum "
-                   "redone) passes plan.py's ACCOUNT_ID, the plan schema and check_account_id "
-                   "('$' matches before a final newline); `apply PLANFILE` creates "
-                   "portal/'zeta\\n.json', mir/'zeta\\n.json' and audit/'zeta\\n.jsonl'")
 def test_account_id_with_a_trailing_newline_in_a_saved_plan(
         tmp_path: Path, new_account_plan: dict[str, Any]) -> None:
     state = tmp_path / "state"

@@ -341,10 +341,6 @@ def test_path_separator_account_in_a_list_plan(work: Path) -> None:
     assert not (work.parent / "outside").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: plan.ACCOUNT_ID / backends.base.ACCOUNT_ID use `^...$` with re.match, and `$` "
-    "also matches before a trailing newline: a plan for account 'acme\\n' passes "
-    "_check_shape and check_account_id, and its apply creates state/portal/'acme\\n.json'"))
 def test_account_id_with_trailing_newline_is_refused(work: Path) -> None:
     """A new-account plan whose account id ends with a newline (checksum recomputed)."""
     (work / "d3").mkdir()

@@ -13,7 +13,7 @@ from typing import Any
 from reconciler.errors import InputError
 from reconciler.model import CurrentAccount, Mirror
 
-ACCOUNT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: "$" would accept "acme\n"
 
 
 def check_account_id(account: Any) -> str:
