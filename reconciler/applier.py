@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from typing import Any
 
 from reconciler import mirror as mir
@@ -28,6 +29,7 @@ from reconciler.model import (
     status_on,
 )
 from reconciler.plan import ORDER, Action, Kind, Plan
+from reconciler.render.common import counted
 
 
 @dataclass
@@ -46,8 +48,9 @@ class Outcome:
 def complete_line(outcome: Outcome) -> str:
     if outcome.terminated is not None:
         t = outcome.terminated
-        return (f"Apply complete: account {outcome.account} terminated ({t['users']} users, "
-                f"{t['recordings']} recordings deleted).")
+        return (f"Apply complete: account {outcome.account} terminated ("
+                f"{counted(t['users'], 'user')}, {counted(t['recordings'], 'recording')} "
+                "deleted).")
     c = outcome.counts
     added = c.get("add_user", 0)
     return (f"Apply complete: {c.get('enable', 0)} enabled, {c.get('change', 0)} changed, "
@@ -90,6 +93,10 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
     users, duplicated or out-of-order actions): nothing is written then.
     """
     _check_sequence(plan)
+    if plan.actions and not current.exists \
+            and plan.actions[0].action is not Kind.CREATE_ACCOUNT:
+        _refuse(plan, plan.actions[0], "the account does not exist and the plan does not "
+                "create it")
     users = dict(current.users)
     lineage, serial, name = current.lineage, current.serial, current.name
     next_id = current.next_user_id
@@ -98,17 +105,29 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
     audit: list[dict[str, Any]] = []
     stamp = now_iso()
     plan_checksum = plan.checksum or plan.to_document()["checksum"]
+    # a rename is an update_user, applied after a remove of the same user that already
+    # names the user by the new name (the plan shows each user under one name)
+    renamed_to = {a.user_id: a.user for a in plan.of_kind(Kind.UPDATE_USER)}
 
     for action in plan.actions:
         kind = action.action
         uid = action.user_id
+        _check_sides(plan, action)
         if kind is Kind.CREATE_ACCOUNT:
+            if current.exists:
+                _refuse(plan, action, "the account already exists")
+            after = _expect_after(plan, action, ("account", "name"))
+            if after["account"] != plan.account or not isinstance(after["name"],
+                                                                    str | None):
+                _refuse(plan, action, "its 'after' names another account")
             lineage = new_lineage()
-            name = (action.after or {}).get("name")
+            name = after["name"]
         elif kind is Kind.ADD_USER:
             if uid is not None or action.user in by_name:
                 _refuse(plan, action, "the user already exists")
-            _expect_after(plan, action, DETAIL_FIELDS)
+            if _expect_after(plan, action, ADD_FIELDS)["call_recording"] is not None:
+                _refuse(plan, action, "its 'after' must have call_recording: null (an "
+                        "enable action turns CR on)")
             uid = f"u{next_id}"
             next_id += 1
             record = {f: action.after[f] for f in DETAIL_FIELDS}
@@ -122,6 +141,10 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
             if uid is None or uid not in users:
                 _refuse(plan, action, "no such user in the current account")
             user = users[uid]
+            if kind is not Kind.UPDATE_USER and action.user != user["username"] and not (
+                    kind is Kind.REMOVE and renamed_to.get(uid) == action.user):
+                _refuse(plan, action, f"user id {uid} is {user['username']!r}, not "
+                        f"{action.user!r}")
             if kind is Kind.REMOVE:
                 _expect_cr(plan, action, user["call_recording"], action.before)
                 users[uid] = {**user, "call_recording": None}
@@ -145,7 +168,8 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
                     _refuse(plan, action, "CR is already enabled")
                 if kind is Kind.CHANGE:
                     _expect_cr(plan, action, user["call_recording"], action.before)
-                after = _expect_after(plan, action, CR_FIELDS)
+                after = _expect_after(plan, action, CR_AFTER_FIELDS)
+                _check_cr_values(plan, action, after)
                 cr = {f: after[f] for f in CR_FIELDS}
                 cr["status"] = status_on(cr["activation_date"], today)
                 users[uid] = {**user, "call_recording": cr}
@@ -183,15 +207,63 @@ def _check_sequence(plan: Plan) -> None:
 
 
 def _refuse(plan: Plan, action: Action, why: str) -> None:
-    raise StalePlanError(f"account {plan.account}: plan action {action.action} for user "
-                         f"{action.user} ({action.user_id}) does not fit the current state: "
-                         f"{why}")
+    who = "" if action.user is None and action.user_id is None else \
+        f" for user {action.user} ({action.user_id or 'new'})"
+    raise StalePlanError(f"account {plan.account}: plan action {action.action}{who} does not "
+                         f"fit the current state: {why}")
+
+
+ADD_FIELDS = (*DETAIL_FIELDS, "call_recording")
+CR_AFTER_FIELDS = (*CR_FIELDS, "status")
+NO_BEFORE = frozenset((Kind.CREATE_ACCOUNT, Kind.ADD_USER, Kind.ENABLE))
+NO_AFTER = frozenset((Kind.REMOVE, Kind.DELETE_USER, Kind.TERMINATE_ACCOUNT))
+
+
+def _check_sides(plan: Plan, action: Action) -> None:
+    """What a reviewer reads must be all there is: no 'before' where nothing exists, no
+    'after' where nothing remains, and `changed` listing exactly the fields that change."""
+    kind = action.action
+    if kind in NO_BEFORE and action.before is not None:
+        _refuse(plan, action, "its 'before' must be null")
+    if kind in NO_AFTER and action.after is not None:
+        _refuse(plan, action, "its 'after' must be null")
+    if kind is Kind.CREATE_ACCOUNT and (action.user is not None or action.user_id is not None):
+        _refuse(plan, action, "it must not name a user")
+    fields = {Kind.UPDATE_USER: DETAIL_FIELDS, Kind.CHANGE: CR_FIELDS}.get(kind)
+    if fields is None:
+        expected: tuple[str, ...] = ()
+    elif isinstance(action.before, dict) and isinstance(action.after, dict):
+        expected = tuple(f for f in fields if action.before.get(f) != action.after.get(f))
+    else:
+        return  # the before/after checks that follow refuse it
+    if action.changed != expected:
+        _refuse(plan, action, f"its 'changed' must list {', '.join(expected) or 'nothing'}")
+
+
+def _check_cr_values(plan: Plan, action: Action, cr: dict[str, Any]) -> None:
+    """Values of a CR service that check_records (the desired-file schema) lets through."""
+    date_ = cr["activation_date"]
+    if date_ is not None and not _is_iso_date(date_):
+        _refuse(plan, action, f"activation_date {date_!r} is not a date such as 2026-12-01")
+    if cr["status"] not in ("active", "pending"):
+        _refuse(plan, action, "its status must be active or pending")
+
+
+def _is_iso_date(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 10:
+        return False
+    try:
+        return date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
 
 
 def _expect_after(plan: Plan, action: Action, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The action's 'after' with exactly `fields`: an extra key would be dropped silently
+    yet recorded in the audit log, so it is refused."""
     after = action.after
-    if not isinstance(after, dict) or not set(fields) <= after.keys():
-        _refuse(plan, action, f"its 'after' must have {', '.join(fields)}")
+    if not isinstance(after, dict) or after.keys() != set(fields):
+        _refuse(plan, action, f"its 'after' must have exactly {', '.join(fields)}")
     if action.action in (Kind.ADD_USER, Kind.UPDATE_USER) and after["username"] != action.user:
         _refuse(plan, action, "its 'after' names another user")
     return after  # type: ignore[return-value]
@@ -222,14 +294,60 @@ def _check_result(plan: Plan, users: dict[str, dict[str, Any]]) -> None:
                          + "; ".join(problems[:5]))
 
 
-def check_fresh(plan: Plan, current: CurrentAccount) -> None:
-    """A saved plan applies only to the exact state it was made from (exit 3 otherwise)."""
+def check_fresh(plan: Plan, current: CurrentAccount,
+                tombstones: list[dict[str, Any]] | None = None) -> None:
+    """A saved plan applies only to the exact state it was made from (exit 3 otherwise).
+
+    A plan made before its account existed matches every state without the account, so
+    the account's tombstones tell whether the account was created (by this plan or any
+    other) and terminated since the plan was made: it is stale then, and --force does not
+    change that (DESIGN §5: a saved plan applies at most once).
+    """
     if plan.lineage != current.lineage or plan.serial != current.serial:
         then = f"lineage {plan.lineage or '(none: new account)'}, serial {plan.serial}"
         now = (f"lineage {current.lineage}, serial {current.serial}" if current.exists
                else "the account does not exist")
         raise StalePlanError(f"account {plan.account}: plan is stale: it was made from "
                              f"{then}, but now {now}; make a new plan")
+    if current.exists or not plan.actions:
+        return
+    mine = lineage_for(plan) if plan.checksum else None
+    made = _instant(plan.created_at)
+    for tomb in tombstones or ():
+        when = _instant(tomb.get("terminated_at"))
+        if mine is not None and tomb.get("lineage") == mine:
+            why = "this plan already created it once"
+        elif made is not None and when is not None and when > made:
+            why = "it was created and terminated after the plan was made"
+        else:
+            continue
+        raise StalePlanError(
+            f"account {plan.account}: plan is stale: it was made before the account existed,"
+            f" but {why} (terminated {tomb.get('terminated_at', '(unknown time)')}); a saved "
+            "plan applies at most once: make a new plan")
+
+
+def lineage_for(plan: Plan) -> str:
+    """The lineage a creation plan gives its account: derived from a saved plan's checksum,
+    so that the tombstone left by a termination shows the plan was applied already;
+    random for a plan made in the same run (it cannot be applied twice)."""
+    if plan.checksum:
+        return str(uuid.uuid5(LINEAGE_NAMESPACE, f"{plan.account}:{plan.checksum}"))
+    return str(uuid.uuid4())
+
+
+LINEAGE_NAMESPACE = uuid.UUID("5b0f7c1e-3a55-4f43-9d0e-6a1c2f7d9b21")
+
+
+def _instant(text: Any) -> datetime | None:
+    """An ISO timestamp (plans and tombstones use UTC '...Z'), or None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # -- the orchestration --------------------------------------------------------------------
@@ -244,9 +362,11 @@ class Applier:
 
     def apply(self, plan: Plan, current: CurrentAccount, mirror: Mirror) -> Outcome:
         outcome = Outcome(account=plan.account, counts=plan.summary(), serial=current.serial)
+        _check_sequence(plan)  # before terminating: terminate_account must be alone
         if plan.terminates:
             return self._terminate(plan, current, mirror, outcome)
-        new_state, audit = execute(plan, current, self.today, self.actor)
+        new_state, audit = execute(plan, current, self.today, self.actor,
+                                   lambda: lineage_for(plan))
         if new_state.serial != current.serial:
             self.backend.write_account(new_state, current.serial)
             outcome.wrote = True

@@ -381,10 +381,13 @@ def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str) -> No
 
     outcome = service.terminate(backend_of(ctx), account, confirm, today(), ctx.actor,
                                 service.parse_duration(lock_timeout))
+    from reconciler.render.common import counted
+
     deleted = outcome.terminated or {}
-    click.echo(f"Terminated account {account}: {deleted.get('users', 0)} users, "
-               f"{deleted.get('cr_users', 0)} CR services and {deleted.get('recordings', 0)} "
-               "recordings deleted, with the MIR mirror, audit log and backups.")
+    click.echo(f"Terminated account {account}: {counted(deleted.get('users', 0), 'user')}, "
+               f"{counted(deleted.get('cr_users', 0), 'CR service')} and "
+               f"{counted(deleted.get('recordings', 0), 'recording')} deleted, with the MIR "
+               "mirror, audit log and backups.")
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ everything else, so any edit to a saved plan is detected.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import re
@@ -16,6 +18,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import InputError, StalePlanError
+from reconciler.model import Product
 
 FORMAT_VERSION = "1"
 ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: "$" would accept "acme\n"
@@ -137,15 +140,33 @@ def dumps(plans: list[Plan], *, as_list: bool) -> str:
 
 
 def save(path: str, text: str) -> None:
-    """Write a plan file (0600: plans hold personal data) without following symlinks."""
-    import os
+    """Write a plan file, always 0600 (plans hold personal data), refusing a symlink.
 
+    The text goes to a new private file beside `path`, which is then renamed over it:
+    an existing file's mode (say 0644) or other hard links never see the new content.
+    """
+    import os
+    import tempfile
+
+    directory = os.path.dirname(path) or "."
+    tmp = None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        if os.path.islink(path):
+            raise OSError(errno.ELOOP, "is a symbolic link; refusing to follow it")
+        fd, tmp = tempfile.mkstemp(prefix=".crctl-plan-", dir=directory)  # O_EXCL, 0600
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
         raise InputError(f"{path}: cannot write plan file: {exc.strerror}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def load(path: str, expected_checksum: str | None = None) -> list[Plan]:
@@ -186,6 +207,7 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
                tuple(a["changed"]))
         for a in doc["actions"]
     )
+    _check_products(path, actions)
     mir = doc["mir"]
     plan = Plan(
         account=doc["account"],
@@ -205,6 +227,26 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
         raise StalePlanError(f"{path}: plan was altered: its summary does not match its "
                              "actions")
     return plan
+
+
+PRODUCTS = frozenset(str(p) for p in Product)
+CR_SIDES = {Kind.REMOVE: ("before",), Kind.CHANGE: ("before", "after"),
+            Kind.ENABLE: ("after",)}
+
+
+def _check_products(path: str, actions: tuple[Action, ...]) -> None:
+    """Every CR service a plan shows names a known product: renderers print its full name,
+    and the schema cannot say which actions' before/after are CR services."""
+    for index, action in enumerate(actions):
+        for side in CR_SIDES.get(action.action, ()):
+            cr = getattr(action, side)
+            if cr is None:
+                continue  # the applier refuses a missing service with a clearer message
+            product = cr.get("product")
+            if not isinstance(product, str) or product not in PRODUCTS:
+                raise InputError(
+                    f"{path}: not a valid crctl plan file: at actions/{index}/{side}/product:"
+                    f" {product!r} is not one of {', '.join(sorted(PRODUCTS))}")
 
 
 def _check_shape(path: str, doc: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 from reconciler import mirror as mir
 from reconciler import safety
@@ -155,11 +156,11 @@ class ApplyRun:
             planned = []
             for p in plans:
                 current = self.backend.read_account(p.account)
-                check_fresh(p, current)
+                tombstones = self.backend.tombstones(p.account)
+                check_fresh(p, current, tombstones)
                 check_actor(p, current, self.actor)
                 self._check_not_altered(p)
-                found = safety.violations(p, current, p.max_remove_pct,
-                                          self.backend.tombstones(p.account))
+                found = safety.violations(p, current, p.max_remove_pct, tombstones)
                 planned.append(Planned(p, current, self.backend.read_mirror(p.account),
                                        tuple(found)))
             enforce(planned, self.force)
@@ -181,19 +182,66 @@ class ApplyRun:
         except ValidationFailed:
             return
         replanned = plan_one(self.backend, desired, self.today).plan
-        mine = [a.to_json() for a in plan.actions]
-        theirs = [a.to_json() for a in replanned.actions]
+        if plan.max_remove_pct != replanned.max_remove_pct:
+            raise StalePlanError(
+                f"account {plan.account}: plan was altered: its safety.max_remove_pct is "
+                f"{plan.max_remove_pct}, but {path} (unchanged since planning) sets "
+                f"{replanned.max_remove_pct}")
+        mine = [_comparable(a) for a in plan.actions]
+        theirs = [_comparable(a) for a in replanned.actions]
         if mine != theirs:
-            from deepdiff import DeepDiff
-
-            detail = DeepDiff(theirs, mine, ignore_order=False, max_diffs=5).pretty()
             raise StalePlanError(
                 f"account {plan.account}: plan was altered: its actions differ from what "
-                f"{path} (unchanged since planning) yields:\n{detail}")
+                f"{path} (unchanged since planning) yields:\n{_differences(theirs, mine)}")
 
     def _apply(self, planned: Planned) -> Outcome:
         applier = Applier(self.backend, self.today, self.actor or "")
         return applier.apply(planned.plan, planned.current, planned.mirror)
+
+
+def _comparable(action: Action) -> dict[str, Any]:
+    """An action as JSON without the CR `status`: that follows from the activation date and
+    the day of planning (a plan made before the date and applied after it is not altered);
+    the applier sets the status for the day it applies."""
+    doc = action.to_json()
+    for side in ("before", "after"):
+        cr = doc[side]
+        if action.action in CR_KINDS and isinstance(cr, dict) and "status" in cr:
+            doc[side] = {k: v for k, v in cr.items() if k != "status"}
+    return doc
+
+
+CR_KINDS = frozenset((Kind.REMOVE, Kind.CHANGE, Kind.ENABLE))
+
+
+def _differences(expected: list[dict[str, Any]], found: list[dict[str, Any]],
+                 limit: int = 5) -> str:
+    """The first few differing actions, one line each (linear; no whole-document diff)."""
+    def name(a: dict[str, Any] | None) -> str:
+        if a is None:
+            return "(none)"
+        who = a["user"] or a["user_id"]
+        return f"{a['action']} for {who}" if who else str(a["action"])
+
+    lines = []
+    for index in range(max(len(expected), len(found))):
+        want = expected[index] if index < len(expected) else None
+        have = found[index] if index < len(found) else None
+        if want == have:
+            continue
+        if len(lines) == limit:
+            lines.append("  ... and more")
+            break
+        if want is not None and have is not None and name(want) == name(have):
+            fields = [k for k in ("user", "user_id", "before", "after", "changed")
+                      if want[k] != have[k]]
+            lines.append(f"  action {index + 1} ({name(have)}): its "
+                         f"{', '.join(repr(f) for f in fields)} "
+                         f"{'differs' if len(fields) == 1 else 'differ'}")
+        else:
+            lines.append(f"  action {index + 1}: the plan has {name(have)}, the file yields "
+                         f"{name(want)}")
+    return "\n".join(lines)
 
 
 def sync(backend: Backend, account: str, today: str, actor: str | None,

@@ -122,9 +122,6 @@ def test_second_plan_made_before_account_existed_is_stale(state: Path, example: 
     assert snapshot(state) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a saved plan made before its account existed "
-                   "applies again after the account is terminated (prior_state "
-                   "lineage None / serial 0 matches again); DESIGN §5 says at most once")
 def test_plan_made_before_account_existed_not_reapplied_after_termination(
         state: Path, example: Path, tmp_path: Path) -> None:
     plan_file = tmp_path / "acme.plan.json"
@@ -143,6 +140,45 @@ def test_plan_made_before_account_existed_not_reapplied_after_termination(
     forced = run(state, "apply", str(plan_file), "--force", actor="jdoe")
     assert_refused(forced, 3, "stale")  # --force overrides safety limits, not staleness
     assert snapshot(state) == before
+
+
+def _creation_plan(created_at: str) -> Any:
+    """A saved plan (it has its checksum, as `plan.load` gives it) that creates acme."""
+    from dataclasses import replace
+
+    from reconciler.plan import Action, Kind, Plan
+
+    plan = Plan(account="acme", desired_path=None, desired_sha256=None, lineage=None,
+                serial=0, created_at=created_at, actions=(Action(
+                    Kind.CREATE_ACCOUNT, None, None, None, {"account": "acme", "name": None}),))
+    return replace(plan, checksum=plan.to_document()["checksum"])
+
+
+@pytest.mark.parametrize(("tomb_time", "same_lineage", "stale"), [
+    ("2026-11-25T10:00:01Z", False, True),   # created and terminated after the plan
+    ("2026-11-25T09:59:59Z", True, True),    # this very plan created the account before
+    ("2026-11-25T10:00:00Z", False, False),  # the same second: the plan may be newer
+    ("2026-11-25T09:00:00Z", False, False),  # an older account life: the plan is newer
+    ("not a time", False, False),
+])
+def test_creation_plan_against_tombstones(tomb_time: str, same_lineage: bool,
+                                          stale: bool) -> None:
+    """A plan made before its account existed is stale once the account id has a tombstone
+    of a life that began after the plan, or of the lineage this plan itself created."""
+    from reconciler.applier import check_fresh, lineage_for
+    from reconciler.errors import StalePlanError
+    from reconciler.model import CurrentAccount
+
+    plan = _creation_plan("2026-11-25T10:00:00Z")
+    lineage = lineage_for(plan) if same_lineage else "0f0f0f0f-0000-4000-8000-000000000000"
+    assert lineage_for(plan) == lineage_for(plan)  # derived from the saved plan: stable
+    tombstones = [{"account": "acme", "terminated_at": tomb_time, "lineage": lineage}]
+    if stale:
+        with pytest.raises(StalePlanError, match="stale"):
+            check_fresh(plan, CurrentAccount("acme"), tombstones)
+    else:
+        check_fresh(plan, CurrentAccount("acme"), tombstones)
+    check_fresh(plan, CurrentAccount("acme"), [])  # no tombstone: a plain new account
 
 
 def test_stale_plan_after_another_apply(acme: Path, tmp_path: Path) -> None:
@@ -244,10 +280,6 @@ def test_checksum_option_needs_a_saved_plan(acme: Path, example: Path) -> None:
     assert snapshot(acme) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a saved plan made before a pending activation "
-                   "date and applied on/after it is refused as 'altered' (exit 3) while its "
-                   "desired file is unchanged: _check_not_altered re-plans with today's "
-                   "status and compares the actions' 'after' (status pending vs active)")
 def test_saved_plan_applies_after_activation_date(state: Path, example: Path,
                                                   tmp_path: Path) -> None:
     plan_file = tmp_path / "acme.plan.json"

@@ -342,11 +342,6 @@ def test_lock_file_is_private_while_held(tmp_path: Path) -> None:
     assert not (work / "state" / "portal" / "acme.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: plan.save opens --out with O_WRONLY|O_CREAT|O_TRUNC and mode 0600, which only "
-    "applies to a new file: an existing 0644 plan file is overwritten with the new plan "
-    "(personal data) and stays world-readable; expected 0600 (fchmod, or write a new "
-    "file and rename it)"))
 def test_plan_out_over_an_existing_file_is_private(work: Path) -> None:
     out = work / "old.plan"
     out.write_text("{}")

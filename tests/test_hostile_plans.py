@@ -551,6 +551,18 @@ FORGED: dict[str, Callable[[dict[str, Any]], None]] = {
     "add-with-user-id": _add_with_id,
     "rename-onto-existing-user": _rename_onto_existing,
     "update-user-null": _update_user_null,
+    "update-changed-hides-a-field": lambda d: find(d, "update_user").update(changed=[]),
+    "change-changed-hides-product": lambda d: find(d, "change").update(changed=[]),
+    "enable-with-a-before": lambda d: find(d, "enable").update(
+        before={"product": "on-demand", "activation_date": None, "prevent_remove": False,
+                "status": "active"}),
+    "add-with-call-recording": _after("add_user", _set(call_recording={
+        "product": "always-on", "activation_date": None, "prevent_remove": False,
+        "status": "active"})),
+    "enable-status-bogus": _after("enable", _set(status="root"), "user000005"),
+    "enable-activation-date-compact": _after("enable", _set(activation_date="20261201"),
+                                             "user000005"),
+    "change-names-another-user": lambda d: find(d, "change").update(user="user000008"),
     "strip-decision-maker": lambda d: d["actions"].insert(
         d["actions"].index(find(d, "update_user")),
         {"action": "update_user", "user": "user000000", "user_id": "u1",
@@ -582,7 +594,9 @@ def test_forged_plan_is_refused(work: Path, name: str, desired: str) -> None:
     apply_refused(work, dump(resign(doc)), (1, 3))
 
 
-# Forgeries that the applier lets through today (each is a separate reported bug).
+# Forgeries the applier once let through (each was a separate reported bug; the text says
+# what went wrong). Now refused both ways: as altered while the desired file is unchanged,
+# and by the applier's own checks once it moved on.
 BUG_FORGED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "update-after-extra-field": (
         _after("update_user", _set(is_admin=True, password="hunter2")),
@@ -623,9 +637,7 @@ def test_forged_plan_desired_unchanged_is_refused_as_altered(work: Path, name: s
     apply_refused(work, dump(resign(doc)), (3,), words=("altered",))
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r)) for n, (_, r)
-    in sorted(BUG_FORGED.items())])
+@pytest.mark.parametrize("name", sorted(BUG_FORGED))
 def test_forged_plan_desired_moved_on_is_refused(work: Path, name: str) -> None:
     doc = plan_doc(work)
     BUG_FORGED[name][0](doc)
@@ -633,12 +645,6 @@ def test_forged_plan_desired_moved_on_is_refused(work: Path, name: str) -> None:
     apply_refused(work, dump(resign(doc)), (1, 3))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a plan whose change/enable 'after' (or remove 'before') has a product that is "
-    "not always-on/on-demand (e.g. 'bogus', 1) crashes the text renderer: "
-    "render/common.py cr_text -> model.product_name -> Product(value) raises ValueError; "
-    "`crctl show` and `crctl apply PLANFILE` exit 1 with 'internal error' instead of "
-    "refusing the plan"))
 @pytest.mark.parametrize("product", ["bogus", 1])
 def test_unknown_product_in_plan_is_refused_not_crashing(work: Path, product: Any) -> None:
     doc = plan_doc(work)
@@ -653,11 +659,6 @@ def test_unknown_product_in_plan_is_refused_not_crashing(work: Path, product: An
     assert snapshot(work / "state") == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: service.ApplyRun._check_not_altered calls DeepDiff(..., max_diffs=5); when a "
-    "forged plan differs in more than 5 places DeepDiff logs 'DeepDiff has reached the "
-    "max number of diffs of 5...' to stderr before crctl's own 'Error: ... plan was "
-    "altered' message"))
 def test_altered_message_is_clean_with_many_differences(work: Path) -> None:
     doc = plan_doc(work)
     _reverse(doc)
@@ -680,12 +681,6 @@ def test_subprocess_refusals(work: Path) -> None:
     apply_refused(work, dump(resign(doc)), (3,), subprocess_run=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the safety limit at apply uses the plan file's own safety.max_remove_pct "
-    "(service.ApplyRun.from_plan_file), and _check_not_altered compares only the actions "
-    "with the unchanged desired file: a plan saved with --force whose max_remove_pct is "
-    "edited from 60 to 100 (checksum recomputed) applies without --force (exit 0); "
-    "expected exit 3 (altered) or 5 (safety limit)"))
 def test_raised_safety_limit_in_a_forged_plan_is_refused(work: Path) -> None:
     text = base_yaml()
     for i in (2, 4, 6, 8):  # 4 of the 6 CR users lose CR: 67% > 60%

@@ -469,11 +469,6 @@ def test_an_old_creation_plan_is_refused_after_termination(setup: Setup,
     assert snapshot(state) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a saved creation plan that was already applied "
-                   "applies a second time after the account is terminated: its prior_state "
-                   "(no lineage, serial 0) matches the missing account again, and --force "
-                   "(meant for the re-creation safety limit) lets it through; DESIGN §5 says "
-                   "a saved plan applies at most once (exit 3)")
 def test_an_applied_creation_plan_does_not_apply_again_after_termination(
         setup: Setup, tmp_path: Path) -> None:
     state = tmp_path / "fresh-state"
@@ -485,3 +480,22 @@ def test_an_applied_creation_plan_does_not_apply_again_after_termination(
     result = crctl(state, "apply", planfile, "--force", actor="jdoe")
     assert result.returncode == 3, result.stdout + result.stderr
     assert snapshot(state) == before
+
+
+def test_terminate_messages_use_the_singular_for_one(tmp_path: Path) -> None:
+    """One user, one CR service, one recording: "1 user", never "1 users"."""
+    state = tmp_path / "state"
+    solo = tmp_path / "accounts" / "solo.yaml"
+    solo.parent.mkdir()
+    solo.write_text(
+        "account: solo\nusers:\n  jdoe:\n    first_name: Jane\n    last_name: Doe\n"
+        "    email: jane@solo.example\n    extension: \"2101\"\n    profile: Elite\n"
+        "    roles: [decision-maker]\n    call_recording:\n      product: on-demand\n",
+        encoding="utf-8")
+    assert crctl(state, "apply", solo, "--auto-approve", actor="jdoe").returncode == 0
+    add_recordings(state, "solo", RECORDINGS[:1])
+    result = crctl(state, "terminate", "solo", "--confirm", "solo", actor="jdoe")
+    assert result.returncode == 0, result.stderr
+    assert "Terminated account solo: 1 user, 1 CR service and 1 recording deleted" \
+        in result.stdout, result.stdout
+    assert not re.search(r"\b1 (users|recordings|CR services)\b", result.stdout)

@@ -26,6 +26,11 @@ def _users(n: int) -> str:
     return "user" if n == 1 else "users"
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 user', '2 users', '0 recordings': the plural for every count but 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def summary_line(plan: Plan) -> str:
     """The last line of a text plan, exactly as DESIGN §5 spells it."""
     if plan.terminates:
