@@ -25,7 +25,13 @@ def scalar(text: str) -> str:
         return text
     quoted = json.dumps(text, ensure_ascii=False)
     # YAML treats these as line breaks or refuses them even inside double quotes.
-    return "".join(c if c.isprintable() or c == " " else f"\\u{ord(c):04x}" for c in quoted)
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in quoted)
+
+
+def _escape(c: str) -> str:
+    """A YAML double-quoted escape: \\u reads exactly 4 hex digits, \\U exactly 8."""
+    n = ord(c)
+    return f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
 
 
 def to_yaml(account: CurrentAccount) -> str:

@@ -38,9 +38,51 @@ from reconciler.errors import Diagnostic, ValidationFailed
 MAX_FILE_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 32
 NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+# Tags that say what the loader reads anyway ("!" is YAML's non-specific tag): a value
+# with any other tag (!!int, !!binary, !!python/..., !foo) is refused and counted unread.
+PLAIN_TAGS = {ScalarEvent: frozenset(("!", "tag:yaml.org,2002:str")),
+              MappingStartEvent: frozenset(("!", "tag:yaml.org,2002:map")),
+              SequenceStartEvent: frozenset(("!", "tag:yaml.org,2002:seq"))}
 
 Path = tuple  # a field path: keys (str) and sequence indexes (int)
 Position = tuple[int, int]  # 1-based line, column
+
+
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                 "\b": "\\b", "\f": "\\f"}
+
+
+def _escape(c: str) -> str:
+    """One character as a JSON escape (a surrogate pair above U+FFFF, as JSON has it)."""
+    known = _JSON_ESCAPES.get(c)
+    if known is not None:
+        return known
+    n = ord(c)
+    if n > 0xFFFF:
+        n -= 0x10000
+        return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+    return f"\\u{n:04x}"
+
+
+def json_quote(text: str) -> str:
+    """`text` as a JSON string literal in which every non-printable character is escaped.
+
+    Unlike json.dumps(ensure_ascii=False) this also escapes DEL, C1 controls, line and
+    paragraph separators and bidi overrides, so the result is one inert terminal line.
+    """
+    return '"' + "".join(c if c.isprintable() and c not in '"\\' else _escape(c)
+                         for c in text) + '"'
+
+
+def printable(text: str) -> str:
+    """`text` with its non-printable characters escaped (the rest left as is).
+
+    Diagnostics are one line each on a terminal or in a CI log: a newline, a carriage
+    return or an escape sequence taken from a hostile file must not forge or hide lines.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
 def field_path(path: Iterable[Any]) -> str:
@@ -49,11 +91,17 @@ def field_path(path: Iterable[Any]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part and all(c.isalnum() or c in "_-" for c in part):
+        elif (part := str(part)) and all(c.isalnum() or c in "_-" for c in part):
             out += f".{part}" if out else part
         else:
-            out += f'["{part}"]'
+            out += f"[{json_quote(part)}]"
     return out or "document"
+
+
+def diagnostic(name: str, line: int, column: int, path: Iterable[Any], message: str
+               ) -> Diagnostic:
+    """A Diagnostic whose every part is printable (see `printable`)."""
+    return Diagnostic(printable(name), line, column, field_path(path), printable(message))
 
 
 @dataclass
@@ -64,19 +112,31 @@ class Document:
     data: Any
     raw: bytes  # the file's bytes (UTF-8, BOM removed): re-walked to place diagnostics
     sha256: str = ""  # of the file as read, for plans (`desired.sha256`)
+    # Loaded with strict=False: the loader's non-fatal refusals (duplicate keys, tags,
+    # anchors, aliases, merge keys), to be reported with the file's other problems; the
+    # paths whose value was not read (aliases: None in `data`); and the mappings that lost
+    # entries (merge keys, non-string keys), whose missing keys prove nothing.
+    refusals: list[Diagnostic] = field(default_factory=list)
+    unread: set[Path] = field(default_factory=set)
+    partial: set[Path] = field(default_factory=set)
     _positions: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict, repr=False)
+    _absent: set[Path] = field(default_factory=set, repr=False)  # looked for, not there
 
     def locate(self, paths: Iterable[Path]) -> None:
         """Record key and value positions of `paths` (one extra pass over the events)."""
         known = self._positions
+        absent = self._absent
         wanted = {path[:i] for p in paths if (path := tuple(p)) not in known
                   for i in range(1, len(path) + 1)}
-        wanted = {p for p in wanted if p not in known}
+        wanted = {p for p in wanted if p not in known and p not in absent}
         if not wanted:
             return
         walker = _Walker(self.path, self.raw, wanted)
         walker.run()
         self._positions.update(walker.positions)
+        # A path the file does not have (a missing key) is not walked for again by each
+        # diagnostic that falls back to its parent.
+        absent.update(wanted.difference(walker.positions))
 
     def _nearest(self, path: Path) -> tuple[int, int, int, int]:
         path = tuple(path)
@@ -95,28 +155,34 @@ class Document:
 
     def diagnostic(self, path: Path, message: str, *, at_key: bool = False) -> Diagnostic:
         line, col = self.key_position(path) if at_key else self.value_position(path)
-        return Diagnostic(self.path, line, col, field_path(path), message)
+        return diagnostic(self.path, line, col, path, message)
 
 
-def load_file(path: str | os.PathLike[str]) -> Document:
-    """Read and strictly parse one desired-state file; raise ValidationFailed if refused."""
+def load_file(path: str | os.PathLike[str], *, strict: bool = True) -> Document:
+    """Read and strictly parse one desired-state file; raise ValidationFailed if refused.
+
+    With strict=False only the fatal refusals raise (unreadable, too big, not UTF-8,
+    empty, syntax error, too deep, several documents); the others are left on
+    `Document.refusals` so that validation can report them with the rest of the file's
+    problems in one run (DESIGN §2).
+    """
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ValidationFailed(
-            [Diagnostic(name, 1, 1, "document", f"cannot read file: {exc.strerror}")]
+            [diagnostic(name, 1, 1, (), f"cannot read file: {exc.strerror}")]
         ) from None
     if len(raw) > MAX_FILE_BYTES:
         raise ValidationFailed(
-            [Diagnostic(name, 1, 1, "document", f"file is larger than {MAX_FILE_BYTES} bytes")]
+            [diagnostic(name, 1, 1, (), f"file is larger than {MAX_FILE_BYTES} bytes")]
         )
-    return load_bytes(name, raw)
+    return load_bytes(name, raw, strict=strict)
 
 
-def load_bytes(name: str, raw: bytes) -> Document:
-    """Parse bytes already read; `name` is used in diagnostics."""
+def load_bytes(name: str, raw: bytes, *, strict: bool = True) -> Document:
+    """Parse bytes already read; `name` is used in diagnostics. See `load_file`."""
     digest = hashlib.sha256(raw).hexdigest()
     raw = _check_encoding(name, raw)
     walker = _Walker(name, raw, None)
@@ -124,7 +190,11 @@ def load_bytes(name: str, raw: bytes) -> Document:
     doc = Document(name, data, raw, digest)
     if walker.diagnostics:
         _resolve_duplicates(doc, walker)
-        raise ValidationFailed(walker.diagnostics)
+        if strict or walker.fatal:
+            raise ValidationFailed(walker.diagnostics)
+        doc.refusals = walker.diagnostics
+        doc.unread = walker.unread
+        doc.partial = walker.partial
     return doc
 
 
@@ -139,11 +209,11 @@ def _check_encoding(name: str, raw: bytes) -> bytes:
         line = before.count(b"\n") + 1
         col = exc.start - (before.rfind(b"\n") + 1) + 1
         raise ValidationFailed(
-            [Diagnostic(name, line, col, "document",
+            [diagnostic(name, line, col, (),
                         f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})")]
         ) from None
     if not raw.strip():
-        raise ValidationFailed([Diagnostic(name, 1, 1, "document", "file is empty")])
+        raise ValidationFailed([diagnostic(name, 1, 1, (), "file is empty")])
     return raw
 
 
@@ -157,7 +227,7 @@ def _resolve_duplicates(doc: Document, walker: _Walker) -> None:
         d = walker.diagnostics[index]
         walker.diagnostics[index] = Diagnostic(
             d.path, d.line, d.column, d.field, f"{d.message} (first defined at line {line})"
-        )
+        )  # d is printable already, and so is the added text
 
 
 class _Walker:
@@ -176,13 +246,17 @@ class _Walker:
         self.positions: dict[Path, tuple[int, int, int, int]] = {}
         self.diagnostics: list[Diagnostic] = []
         self.duplicates: list[tuple[Path, int]] = []
+        self.fatal = False  # the rest of the file could not be read
+        self.unread: set[Path] = set()
+        self.partial: set[Path] = set()
 
     # -- diagnostics --------------------------------------------------------------
-    def _error(self, mark: Any, path: Path, message: str) -> None:
+    def _error(self, mark: Any, path: Path, message: str, *, fatal: bool = False) -> None:
         if self.wanted is None:
             self.diagnostics.append(
-                Diagnostic(self.name, mark.line + 1, mark.column + 1, field_path(path), message)
+                diagnostic(self.name, mark.line + 1, mark.column + 1, path, message)
             )
+            self.fatal = self.fatal or fatal
 
     def _syntax_error(self, exc: yaml.YAMLError, path: Path) -> None:
         mark = getattr(exc, "problem_mark", None)
@@ -201,7 +275,8 @@ class _Walker:
             # before our own limit is reached in the event stream: same refusal, same words.
             message = f"nesting deeper than {MAX_DEPTH} levels"
         if self.wanted is None:
-            self.diagnostics.append(Diagnostic(self.name, line, col, field_path(path), message))
+            self.diagnostics.append(diagnostic(self.name, line, col, path, message))
+            self.fatal = True
 
     # -- walking --------------------------------------------------------------------
     def run(self) -> Any:
@@ -211,7 +286,7 @@ class _Walker:
             if type(event) is StreamStartEvent:
                 event = self.get()
             if type(event) is StreamEndEvent:
-                self._error(event.start_mark, (), "file is empty")
+                self._error(event.start_mark, (), "file is empty", fatal=True)
                 return None
             # DocumentStartEvent
             data = self._node(self.get(), (), 0)
@@ -219,9 +294,11 @@ class _Walker:
             event = self.get()
             if type(event) is DocumentStartEvent:
                 self._error(event.start_mark, (),
-                            "more than one YAML document; put each account in its own file")
+                            "more than one YAML document; put each account in its own file",
+                            fatal=True)
             elif type(event) is not StreamEndEvent:  # pragma: no cover - libyaml guarantees
-                self._error(event.start_mark, (), "unexpected content after the document")
+                self._error(event.start_mark, (), "unexpected content after the document",
+                            fatal=True)
         except _Abort:
             pass
         except yaml.YAMLError as exc:
@@ -232,8 +309,7 @@ class _Walker:
         kind = type(event)
         if kind is ScalarEvent:
             if event.tag is not None:
-                self._error(event.start_mark, path,
-                            f"explicit tags are not allowed (found {event.tag!r})")
+                self._tag(event, path)
             if event.anchor is not None:
                 self._error(event.start_mark, path,
                             f"anchors are not allowed (found &{event.anchor})")
@@ -243,13 +319,14 @@ class _Walker:
             return value
         if kind is AliasEvent:
             self._error(event.start_mark, path, f"aliases are not allowed (found *{event.anchor})")
+            self.unread.add(path)
             return None
         if depth >= MAX_DEPTH:
-            self._error(event.start_mark, path, f"nesting deeper than {MAX_DEPTH} levels")
+            self._error(event.start_mark, path, f"nesting deeper than {MAX_DEPTH} levels",
+                        fatal=True)
             raise _Abort
         if event.tag is not None:
-            self._error(event.start_mark, path,
-                        f"explicit tags are not allowed (found {event.tag!r})")
+            self._tag(event, path)
         if event.anchor is not None:
             self._error(event.start_mark, path, f"anchors are not allowed (found &{event.anchor})")
         if kind is MappingStartEvent:
@@ -257,6 +334,11 @@ class _Walker:
         if kind is SequenceStartEvent:
             return self._sequence(path, depth + 1)
         raise _Abort  # pragma: no cover - the parser emits nothing else here
+
+    def _tag(self, event: Any, path: Path) -> None:
+        self._error(event.start_mark, path, f"explicit tags are not allowed (found {event.tag!r})")
+        if event.tag not in PLAIN_TAGS[type(event)]:
+            self.unread.add(path)  # !!python/object on a list is not that list
 
     def _mapping(self, path: Path, depth: int) -> dict[str, Any]:
         get = self.get
@@ -269,12 +351,21 @@ class _Walker:
                     if type(event) is MappingEndEvent:
                         return result
                     self._error(event.start_mark, path, "mapping keys must be plain strings")
+                    self.partial.add(path)
+                    unread = path in self.unread
                     self._node(event, path, depth)  # consume and drop it
                     self._node(get(), path, depth)
+                    if not unread:  # an alias in there is not this mapping's value
+                        self.unread.discard(path)
                     continue
                 key = event.value
-                if event.tag is not None or event.anchor is not None or key == "<<":
-                    self._odd_key(event, path, depth)
+                if (event.tag is not None or event.anchor is not None or key == "<<") \
+                        and self._odd_key(event, path, depth):
+                    # A merge key is refused and kept out of the data (no "unknown key
+                    # '<<'" as well); its value is read for its own refusals.
+                    self.partial.add(path)
+                    self._node(get(), path + (key,), depth)
+                    continue
                 vevent = get()
             except yaml.YAMLError as exc:
                 exc._crctl_path = path  # type: ignore[attr-defined]
@@ -294,18 +385,30 @@ class _Walker:
                 continue
             result[key] = value
 
-    def _odd_key(self, event: Any, path: Path, depth: int) -> None:
-        """Report a tag or anchor on a key, or a merge key."""
+    def _odd_key(self, event: Any, path: Path, depth: int) -> bool:
+        """Report a tag or anchor on a key, or a merge key; true for a merge key."""
         if event.tag is not None or event.anchor is not None:
+            unread = path in self.unread
             self._node(event, path, depth)
+            if not unread:  # a tag on a key says nothing of this mapping's value
+                self.unread.discard(path)
         if not event.style and event.value == "<<":
             self._error(event.start_mark, path, "merge keys (<<) are not allowed")
+            return True
+        return False
 
     def _record(self, child: Path, kevent: Any, vevent: Any) -> None:
         if child in self.wanted and child not in self.positions:  # type: ignore[operator]
             kmark, vmark = kevent.start_mark, vevent.start_mark
             self.positions[child] = (kmark.line + 1, kmark.column + 1,
                                      vmark.line + 1, vmark.column + 1)
+            self._done()
+
+    def _done(self) -> None:
+        """Stop the slow walk once every wanted path is placed (errors near the top of a
+        100,000-user file are then located without reading the rest of it)."""
+        if len(self.positions) == len(self.wanted):  # type: ignore[arg-type]
+            raise _Abort
 
     def _sequence(self, path: Path, depth: int) -> list[Any]:
         get = self.get
@@ -320,6 +423,7 @@ class _Walker:
                 mark = event.start_mark
                 self.positions[child] = (mark.line + 1, mark.column + 1,
                                          mark.line + 1, mark.column + 1)
+                self._done()
             result.append(self._node(event, child, depth))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from reconciler.model import CurrentAccount
@@ -25,7 +26,7 @@ def violations(plan: Plan, current: CurrentAccount, max_remove_pct: int,
                 found.append(
                     f"account {plan.account}: the plan {what} {count} of {total} "
                     f"{'CR users' if what.startswith('removes') else 'users'} "
-                    f"({count * 100 / total:.0f}%), more than safety.max_remove_pct = "
+                    f"({_share(count, total, max_remove_pct)}%), more than safety.max_remove_pct = "
                     f"{max_remove_pct}%")
     for action in removes:
         if action.before and action.before.get("prevent_remove"):
@@ -37,6 +38,20 @@ def violations(plan: Plan, current: CurrentAccount, max_remove_pct: int,
         found.append(f"account {plan.account} was terminated ({when}); re-creating a "
                      "terminated account id needs --force")
     return found
+
+
+def _share(count: int, total: int, limit: int) -> str:
+    """count/total as a percentage with as few decimals as show it above `limit`.
+
+    Rounding to whole percents would print 301 of 1,000 as "30%, more than 30%".
+    Exact: `count * 100 > limit * total` holds, so some number of decimals shows it.
+    """
+    share = Fraction(count * 100, total)
+    for digits in range(0, 12):
+        text = f"{float(share):.{digits}f}"
+        if Fraction(text) > limit:
+            return text
+    return f"{float(share):.12f}"  # pragma: no cover - beyond any real account size
 
 
 def refusal(found: list[str]) -> str:

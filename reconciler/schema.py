@@ -201,10 +201,19 @@ def _array_check(root: dict[str, Any], schema: dict[str, Any]) -> BatchCheck:
     return check
 
 
+CHUNK = 512  # see invalid_items
+
+
 def invalid_items(check: BatchCheck, items: list[Any]) -> list[int]:
-    """Indexes of the items `check` refuses, found by bisection (cheap when few are bad)."""
+    """Indexes of the items `check` refuses, found by bisection (cheap when few are bad).
+
+    Bisection starts from chunks of CHUNK items, not from the whole list: halving 100,000
+    users down to each of a few bad ones re-checks about twice the whole list per bad
+    user, while the chunks cost one pass plus a small bisection each.
+    """
     bad: list[int] = []
-    stack = [(0, len(items))]
+    stack = [(lo, min(lo + CHUNK, len(items))) for lo in range(0, len(items), CHUNK)]
+    stack.reverse()
     while stack:
         lo, hi = stack.pop()
         if hi - lo == 0 or check(items[lo:hi]):

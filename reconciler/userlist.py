@@ -3,9 +3,9 @@ across all columns and filterable per column."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import re
+import unicodedata
 from typing import Any
 
 from reconciler.errors import InputError
@@ -82,35 +82,76 @@ def as_json(selected: list[dict[str, str]]) -> str:
 
 
 def as_csv(selected: list[dict[str, str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    """RFC 4180 CSV with "\\n" line ends. Not csv.writer: with lineterminator "\\n" it
+    leaves a lone carriage return in a cell unquoted, which readers take as a row end."""
+    lines = [",".join(COLUMNS)]
     for row in selected:
-        writer.writerow({k: _csv_safe(v) for k, v in row.items()})
-    return buffer.getvalue()
+        lines.append(",".join(_csv_field(_csv_safe(row[k])) for k in COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_field(value: str) -> str:
+    if any(c in value for c in CSV_SPECIAL):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+CSV_SPECIAL = (",", '"', "\r", "\n")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection list
+PHONE_NUMBER = re.compile(r"\+[0-9]+")
 
 
 def _csv_safe(value: str) -> str:
-    """Keep spreadsheet programs from reading a cell as a formula."""
-    return "'" + value if value[:1] in ("=", "@", "-", "\t", "\r") else value
+    """Keep spreadsheet programs from reading a cell as a formula (OWASP: a leading
+    = + - @ tab or carriage return). An E.164 phone number such as +16135550101 stays as
+    it is: a spreadsheet can only read it as a number, and the CSV keeps the JSON values."""
+    if value[:1] in FORMULA_STARTS and not PHONE_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _char_width(c: str) -> int:
+    if unicodedata.combining(c):
+        return 0
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+
+
+def cell_width(text: str) -> int:
+    """Terminal cells `text` takes: East Asian wide and fullwidth characters take two,
+    combining marks none (len() would let CJK names overflow the terminal)."""
+    if text.isascii():
+        return len(text)
+    return sum(map(_char_width, text))
+
+
+def _fit(text: str, width: int) -> str:
+    """`text` shortened with '…' to at most `width` cells, then padded to exactly that."""
+    used = cell_width(text)
+    if used > width:
+        out, used = [], 1  # room for the '…'
+        for c in text:
+            w = _char_width(c)
+            if used + w > width:
+                break
+            out.append(c)
+            used += w
+        text = "".join(out) + "…"
+    return text + " " * (width - used)
 
 
 def as_table(selected: list[dict[str, Any]], width: int) -> str:
-    """Aligned columns that fit `width`; the widest columns are shortened with '…'."""
+    """Aligned columns that fit `width` terminal cells; the widest columns are shortened
+    with '…'."""
     headers = [h for _, h in TABLE_COLUMNS]
     cells = [[str(r[k]) for k, _ in TABLE_COLUMNS] for r in selected]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    widths = [max([cell_width(h)] + [cell_width(c[i]) for c in cells])
+              for i, h in enumerate(headers)]
     gap = 2
     while sum(widths) + gap * (len(widths) - 1) > width and max(widths) > 8:
         widest = widths.index(max(widths))
         widths[widest] -= 1
 
-    def fit(text: str, w: int) -> str:
-        return text if len(text) <= w else text[: w - 1] + "…"
-
-    lines = ["  ".join(fit(h, w).ljust(w) for h, w in zip(headers, widths, strict=True))
-             .rstrip()]
+    lines = ["  ".join(_fit(h, w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in cells:
-        lines.append("  ".join(fit(c, w).ljust(w) for c, w in zip(row, widths, strict=True))
-                     .rstrip())
+        lines.append("  ".join(_fit(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines) + "\n"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from operator import itemgetter
@@ -17,12 +19,14 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from reconciler.errors import Diagnostic, ValidationFailed
-from reconciler.loader import Document, Path, field_path, load_file
+from reconciler.loader import Document, Path, field_path, load_file, printable
 from reconciler.model import CR_PROFILES, DesiredAccount, Role, UserRecord, status_on
-from reconciler.schema import compile_check, invalid_items, load_schema, validator
+from reconciler.schema import compile_check, invalid_items, load_schema, resolve, validator
 
 SCHEMA_NAME = "account.schema.json"
 YAML_SUFFIXES = (".yaml", ".yml")
+INTEGER = re.compile(r"[-+]?[0-9]{1,18}")  # YAML 1.2 core ints, short enough to convert
+LONG_INTEGER = re.compile(r"[-+]?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,7 @@ class Problem:
     message: str
     at_key: bool = False
     first: Path | None = None  # a path whose line the message mentions as {first_line}
+    kind: str = ""  # "required" for a missing key (dropped where the loader lost keys)
 
 
 class _Checks:
@@ -50,6 +55,11 @@ class _Checks:
         self.account = compile_check(root, root["properties"]["account"])
         self.username = compile_check(root, users["propertyNames"])
         self.user = compile_check(root, users["additionalProperties"])
+        # Per field, to use the sound fields of a user that fails the schema elsewhere.
+        fields = resolve(root, users["additionalProperties"])["properties"]
+        self.fields = {key: compile_check(root, sub) for key, sub in fields.items()}
+        cr = resolve(root, fields["call_recording"])["properties"]
+        self.activation_date = compile_check(root, cr["activation_date"])
 
     @classmethod
     def get(cls) -> _Checks:
@@ -74,14 +84,17 @@ def expand_paths(paths: list[str]) -> list[str]:
 
 def load_desired(path: str, today: str) -> DesiredAccount:
     """Load, validate and build one desired account; raise ValidationFailed with all errors."""
-    doc = load_file(path)
+    doc = load_file(path, strict=False)
     return desired_from_document(doc, today)
 
 
 def desired_from_document(doc: Document, today: str) -> DesiredAccount:
+    """Validate a loaded document; its loader refusals (if any) are reported with the rest."""
     problems, users, renames = _check(doc, today)
-    if problems:
-        raise ValidationFailed(_locate(doc, problems))
+    if problems or doc.refusals:
+        located = _locate(doc, _known(doc, problems))
+        # dict.fromkeys: nothing is reported twice; ValidationFailed sorts by line.
+        raise ValidationFailed(list(dict.fromkeys([*doc.refusals, *located])))
     data = doc.data
     safety = data.get("safety") or {}
     return DesiredAccount(
@@ -105,7 +118,7 @@ def _coerce(data: Any) -> None:
     safety = data.get("safety")
     if type(safety) is dict and type(safety.get("max_remove_pct")) is str:
         text = safety["max_remove_pct"]
-        if text.isascii() and text.isdigit() and len(text) < 6:
+        if INTEGER.fullmatch(text):  # -5 is a whole number (out of range), not a type error
             safety["max_remove_pct"] = int(text)
     users = data.get("users")
     if type(users) is dict:
@@ -145,6 +158,21 @@ def _check(doc: Document, today: str) -> tuple[list[Problem], dict[str, UserReco
     return problems, users, renames
 
 
+def _known(doc: Document, problems: list[Problem]) -> list[Problem]:
+    """Drop the problems that only echo a loader refusal.
+
+    An alias was read as None: its value is unknown, so "must be a string, not empty" at
+    or under it says nothing new. A mapping that lost a merge key (or a non-string key)
+    may have lost required keys with it.
+    """
+    unread, partial = doc.unread, doc.partial
+    if not unread and not partial:
+        return problems
+    return [p for p in problems
+            if not any(p.path[:i] in unread for i in range(len(p.path) + 1))
+            and not (p.kind == "required" and p.path in partial)]
+
+
 def _invalid_users(raw_users: dict[str, Any]) -> set[str]:
     checks = _Checks.get()
     names = list(raw_users)
@@ -163,10 +191,13 @@ def _check_users(
     100,000 users, building new dicts would cost more than all the checks.
     """
     users = {n: r for n, r in raw_users.items() if n not in bad} if bad else raw_users
-    _unique(users, "extension", lambda v: v, "extension {value} is already used by {other}"
-            " (line {first_line})", problems)
-    _unique(users, "email", str.casefold, "email {value} is already used by {other} "
-            "(line {first_line}); emails are compared ignoring case", problems)
+    for key, normal, message in UNIQUE:
+        if bad:
+            names, shown = _sound_column(raw_users, bad, key)
+            _unique(key, names, shown, normal, message, problems)
+        else:
+            _unique(key, users, list(map(itemgetter(key), users.values())), normal, message,
+                    problems)
     renames: dict[str, str] = {}
     for name, raw in users.items():
         raw["username"] = name
@@ -192,30 +223,84 @@ def _check_users(
             cr["prevent_remove"] = False
         cr["status"] = status_on(activation, today)
         if raw["profile"] not in CR_PROFILES:
-            problems.append(Problem(
-                ("users", name, "call_recording"),
-                f"Call Recording is available only for users with an Elite, Premier, "
-                f"Essentials or Telephony profile; {name} has {raw['profile']}",
-                at_key=True))
+            problems.append(_profile_problem(name, raw["profile"]))
+    if bad:
+        renames = _check_bad_users(raw_users, bad, renames, problems)
     _rename_rules(raw_users, renames, problems)
     return users, renames
 
 
-def _unique(users: dict[str, Any], key: str, normal: Any, message: str,
+UNIQUE: tuple[tuple[str, Callable[[str], str] | None, str], ...] = (
+    ("extension", None, "extension {value} is already used by {other} (line {first_line})"),
+    ("email", str.casefold, "email {value} is already used by {other} (line {first_line}); "
+                            "emails are compared ignoring case"),
+)
+
+
+def _sound(raw: Any, key: str) -> bool:
+    """Whether a user that fails the schema still has a valid `key` (usable by the rules)."""
+    return type(raw) is dict and key in raw and _Checks.get().fields[key]([raw[key]])
+
+
+def _sound_column(raw_users: dict[str, Any], bad: set[str],
+                  key: str) -> tuple[list[str], list[Any]]:
+    """Users and their `key` values: every valid user, and the invalid ones whose `key` is
+    valid (an invalid extension is reported as such, not also as a duplicate)."""
+    if all(_sound(raw_users[name], key) for name in bad):  # C-speed column, as when valid
+        return list(raw_users), list(map(itemgetter(key), raw_users.values()))
+    names, values = [], []
+    for name, raw in raw_users.items():
+        if name not in bad or _sound(raw, key):
+            names.append(name)
+            values.append(raw[key])
+    return names, values
+
+
+def _unique(key: str, names: Iterable[str], shown: list[str],
+            normal: Callable[[str], str] | None, message: str,
             problems: list[Problem]) -> None:
     """Report the second and later users sharing a value (compared after `normal`)."""
-    values = list(map(normal, map(itemgetter(key), users.values())))
+    values = shown if normal is None else list(map(normal, shown))
     if len(set(values)) == len(values):
         return
     first: dict[str, str] = {}
-    for name, value in zip(users, values, strict=True):
+    for name, value, text in zip(names, values, shown, strict=True):
         other = first.setdefault(value, name)
         if other != name:
-            shown = users[name][key]
             problems.append(Problem(("users", name, key),
-                                    message.format(value=shown, other=other,
+                                    message.format(value=text, other=other,
                                                    first_line="{first_line}"),
                                     first=("users", other, key)))
+
+
+def _check_bad_users(raw_users: dict[str, Any], bad: set[str], renames: dict[str, str],
+                     problems: list[Problem]) -> dict[str, str]:
+    """The domain rules of the users that fail the schema, on their valid fields only.
+
+    Returns the renames of all users (valid or not) in file order, for the rename rules.
+    """
+    checks = _Checks.get()
+    for name, raw in raw_users.items():
+        if name not in bad or type(raw) is not dict:
+            continue
+        cr = raw.get("call_recording")
+        if type(cr) is dict:
+            activation = cr.get("activation_date")
+            if activation is not None and checks.activation_date([activation]) \
+                    and not _is_date(activation):
+                problems.append(Problem(("users", name, "call_recording", "activation_date"),
+                                        f"{activation!r} is not a valid date"))
+            if _sound(raw, "profile") and raw["profile"] not in CR_PROFILES:
+                problems.append(_profile_problem(name, raw["profile"]))
+    return {name: renames[name] if name in renames else raw_users[name]["renamed_from"]
+            for name in raw_users
+            if name in renames or (name in bad and _sound(raw_users[name], "renamed_from"))}
+
+
+def _profile_problem(name: str, profile: str) -> Problem:
+    return Problem(("users", name, "call_recording"),
+                   f"Call Recording is available only for users with an Elite, Premier, "
+                   f"Essentials or Telephony profile; {name} has {profile}", at_key=True)
 
 
 def _rename_rules(raw_users: dict[str, Any], renames: dict[str, str],
@@ -242,12 +327,35 @@ def _account_rules(doc: Document, data: dict[str, Any], users: dict[str, UserRec
         problems.append(Problem(("account",), f"account {account!r} must equal the file "
                                               f"name's stem {stem!r}"))
     terminate = data.get("terminate") is True
-    if not terminate and not bad_users and type(data.get("users", {})) is dict and not any(
-        Role.DECISION_MAKER in u["roles"] for u in users.values()
-    ):
-        where = ("users",) if "users" in data else ("account",)
-        problems.append(Problem(where, "an account needs at least one user with the "
-                                       "decision-maker role", at_key=True))
+    raw_users = data.get("users", {})
+    if terminate or type(raw_users) is not dict:
+        return
+    if any(Role.DECISION_MAKER in u["roles"] for u in users.values()):
+        return
+    # Users that fail the schema count when their roles name a Decision Maker, so that a
+    # typo elsewhere neither hides this rule nor makes it fire for nothing.
+    if any(_names_decision_maker(raw_users[n]) for n in bad_users if n in raw_users):
+        return
+    if _roles_unknown(doc, data):
+        return
+    where = ("users",) if "users" in data else ("account",)
+    problems.append(Problem(where, "an account needs at least one user with the "
+                                   "decision-maker role", at_key=True))
+
+
+def _names_decision_maker(raw: Any) -> bool:
+    roles = raw.get("roles") if type(raw) is dict else None
+    dm = Role.DECISION_MAKER.value
+    return roles == dm or (type(roles) is list and dm in roles)
+
+
+def _roles_unknown(doc: Document, data: dict[str, Any]) -> bool:
+    """Whether the loader dropped something that may have held a user's roles (an alias
+    read as None, a merge key), so the Decision Maker rule cannot be judged."""
+    if () in doc.partial and "users" not in data:
+        return True
+    return any(p[:1] == ("users",) and (len(p) <= 2 or p[2] == "roles")
+               for p in (*doc.unread, *doc.partial))
 
 
 def _is_date(text: str) -> bool:
@@ -286,11 +394,15 @@ def _explain(error: Any) -> list[Problem]:
         return [Problem(path + (key,), _unknown_key(key, allowed), at_key=True)
                 for key in value if key not in allowed]
     if kind == "required":
-        return [Problem(path, f"missing required key {key!r}", at_key=True)
+        return [Problem(path, f"missing required key {key!r}", at_key=True, kind="required")
                 for key in error.validator_value if key not in value]
     if kind == "type":
         wanted = error.validator_value
         names = wanted if isinstance(wanted, list) else [wanted]
+        if names == ["integer"] and type(value) is str and LONG_INTEGER.fullmatch(value):
+            return [Problem(path, f"must be between {schema.get('minimum')} and "
+                                  f"{schema.get('maximum')}, not a number of "
+                                  f"{len(value.lstrip('+-'))} digits")]
         return [Problem(path, f"must be {' or '.join(TYPE_WORDS[n] for n in names)}, "
                               f"not {_describe(value)}")]
     if kind == "enum":
@@ -358,11 +470,12 @@ def check_records(users: dict[str, UserRecord], touched: set[str]) -> list[str]:
                         | set(invalid_items(checks.username, names))):
         reduced = {"users": {str(names[index]): forms[index]}}
         found = _schema_problems(reduced) or [Problem(("users", names[index]), "is invalid")]
-        problems.extend(f"{field_path(p.path)}: {p.message}" for p in found)
+        problems.extend(f"{field_path(p.path)}: {printable(p.message)}" for p in found)
     for record in records:
         if record["call_recording"] is not None and record["profile"] not in CR_PROFILES:
-            problems.append(f"users.{record['username']}: Call Recording needs an Elite, "
-                            f"Premier, Essentials or Telephony profile, not {record['profile']}")
+            problems.append(printable(
+                f"{field_path(('users', record['username']))}: Call Recording needs an "
+                f"Elite, Premier, Essentials or Telephony profile, not {record['profile']}"))
     for key, label in (("username", "username"), ("extension", "extension")):
         values = [u[key] for u in users.values()]
         if len(set(values)) != len(values):

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import ValidationFailed
-from reconciler.loader import load_bytes
+from reconciler.loader import field_path, load_bytes
 from reconciler.model import CR_PROFILES
 from reconciler.schema import load_schema, resolve, validator
 from reconciler.validate import _coerce, desired_from_document
@@ -69,6 +69,8 @@ def check(raw: bytes) -> Any:
         lines = sum(text.count(c) for c in "\n\r\x85\u2028\u2029") + 2
         for diagnostic in outcome.diagnostics:
             assert LOCATED.match(str(diagnostic)), str(diagnostic)
+            # one inert line: no newline, carriage return, escape sequence, bidi override
+            assert str(diagnostic).isprintable(), repr(str(diagnostic))
             assert 1 <= diagnostic.line <= lines, (diagnostic, lines)
             assert diagnostic.column >= 1, diagnostic
             assert diagnostic.field and diagnostic.message.strip(), diagnostic
@@ -426,11 +428,6 @@ def test_trailing_newline_in_a_username_is_refused() -> None:
     assert isinstance(outcome, ValidationFailed), sorted(outcome.users)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: loader.field_path puts odd keys in the FIELD part raw (f'[\"{part}\"]'): a "
-    "key with a newline or an ESC splits the `PATH:LINE:COL: error: FIELD: message` "
-    "line in two or sends terminal escapes to stderr; a hostile key can forge extra "
-    "diagnostic lines"))
 @pytest.mark.parametrize("key", ["a\nacme.yaml:1:1: error: forged", "x\x1b[2Jy", "k\rk"])
 def test_field_path_of_an_odd_key_stays_on_one_line(key: str) -> None:
     raw = dump({"account": "acme", key: "1"})
@@ -439,6 +436,71 @@ def test_field_path_of_an_odd_key_stays_on_one_line(key: str) -> None:
     for diagnostic in outcome.diagnostics:
         text = str(diagnostic)
         assert not any(c in text for c in "\n\r\x1b"), repr(text)
+
+
+@pytest.mark.parametrize("path, expected", [
+    (("users", "a\nb", "x"), 'users["a\\nb"].x'),
+    (("k\rk",), '["k\\rk"]'),
+    (("x\x1b[2Jy",), '["x\\u001b[2Jy"]'),
+    (("\x7f\x85\x9b",), '["\\u007f\\u0085\\u009b"]'),
+    (("a\u2028b\u202ec",), '["a\\u2028b\\u202ec"]'),
+    (("q\"b\\",), '["q\\"b\\\\"]'),
+    (("\U000e0067\U0010ffff",), '["\\udb40\\udc67\\udbff\\udfff"]'),
+    (("users", "bob.smith", "roles", 0), 'users["bob.smith"].roles[0]'),
+    (("Zoë", "山田"), "Zoë.山田"),
+])
+def test_field_path_escapes_like_json(path: tuple, expected: str) -> None:
+    """Odd keys are JSON strings (jq-style) with every non-printable character escaped."""
+    import json
+
+    text = field_path(path)
+    assert text == expected
+    assert text.isprintable()
+    odd = re.findall(r'\[("(?:[^"\\]|\\.)*")\]', text)
+    assert [json.loads(q) for q in odd] == [p for p in path if isinstance(p, str)
+                                           and not all(c.isalnum() or c in "_-" for c in p)]
+
+
+def test_messages_quoting_hostile_values_stay_on_one_line() -> None:
+    """Messages that name a user or a value (a CR profile rule, a claimed rename) escape
+    control characters too, not only the FIELD part."""
+    key = "bad\x1b]0;owned\x07\nforged: error: x"
+    raw = dump({"account": "acme", "users": {
+        key: {"first_name": "A", "last_name": "B", "email": "a@b.example",
+              "extension": "10", "profile": "Courtesy", "roles": ["decision-maker"],
+              "call_recording": {"product": "on-demand"}, "renamed_from": "old"},
+        "carl": {"first_name": "C", "last_name": "D", "email": "c@d.example",
+                 "extension": "11", "profile": "Elite", "renamed_from": "old"}}})
+    outcome = check(raw)
+    assert isinstance(outcome, ValidationFailed)
+    text = str(outcome)
+    assert "Courtesy" in text and "already claimed by" in text, text
+    for line in text.splitlines():
+        assert LOCATED.match(line) and line.isprintable(), repr(line)
+
+
+@SETTINGS
+@given(mutated_documents())
+def test_lenient_loading_reports_every_problem_once(raw: bytes) -> None:
+    """What `crctl validate` does: the loader's non-fatal refusals and the validation
+    problems together, each once, sorted by line; never fewer than the strict loader."""
+    strict = check(raw)
+    try:
+        doc = load_bytes(NAME, raw, strict=False)
+        lenient = desired_from_document(doc, TODAY)
+    except ValidationFailed as exc:
+        lenient = exc
+    if not isinstance(strict, ValidationFailed):
+        assert not isinstance(lenient, ValidationFailed), str(lenient)
+        return
+    assert isinstance(lenient, ValidationFailed)
+    found = [str(d) for d in lenient.diagnostics]
+    assert len(found) == len(set(found)), found
+    assert set(map(str, strict.diagnostics)) <= set(found)
+    for line in found:
+        assert LOCATED.match(line) and line.isprintable(), repr(line)
+    places = [(d.line, d.column) for d in lenient.diagnostics]
+    assert places == sorted(places)
 
 
 # -- through the command line ---------------------------------------------------------------

@@ -409,10 +409,6 @@ def test_round_trip_of_the_generator_output_as_is(tmp_path: Path) -> None:
     round_trip(state, "gen", "user000000", tmp_path / "imported")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: importer.scalar escapes non-printable characters "
-                   "above U+FFFF as \\u%04x with 5-6 hex digits (e.g. the tag characters of "
-                   "the England flag emoji U+E0067...); YAML reads only 4 of them, so the "
-                   "imported name differs and the plan shows an update_user")
 def test_round_trip_with_characters_beyond_the_bmp_that_are_not_printable(
         tmp_path: Path) -> None:
     england = "\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F"

@@ -734,9 +734,6 @@ def test_recreating_a_terminated_account_needs_force(acme: World) -> None:
     assert forced.stdout.splitlines()[1].startswith("  + create account")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: reconciler/safety.py violations() rounds the share with :.0f, so 301 of 1000 "
-    "with max_remove_pct 30 reads '(30%), more than safety.max_remove_pct = 30%'"))
 def test_refusal_shows_a_share_above_the_limit() -> None:
     from reconciler import safety
     from reconciler.model import CurrentAccount

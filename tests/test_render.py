@@ -124,9 +124,6 @@ def test_final_line_of_a_termination(users: int, recordings: int, line: str) -> 
     assert text.render(plan).splitlines()[-1] == line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: reconciler/render/common.py describe() for terminate_account always says "
-    "'users', 'CR services' and 'recordings': '1 users, 1 CR services, 1 recordings'"))
 def test_termination_action_line_counts_in_singular() -> None:
     action = Action(Kind.TERMINATE_ACCOUNT, None, None,
                     {"users": 1, "cr_users": 1, "recordings": 1}, None)
@@ -446,10 +443,6 @@ def test_markdown_of_a_large_new_account(tmp_path: Path) -> None:
     assert "| Account to create | 1 |" in md
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: reconciler/render/markdown.py render_all: the size budget does not count the "
-    "newlines that join the <details> sections of an account and join the accounts, so a "
-    "directory plan of ~45 accounts goes over GitHub's 65,536-character limit"))
 def test_markdown_of_many_accounts_fits_in_a_comment() -> None:
     plans = [every_kind_plan(f"account-{i:03d}") for i in range(80)]
     sizes = {n: len(markdown.render_all(plans[:n])) for n in range(30, 81)}
@@ -457,14 +450,71 @@ def test_markdown_of_many_accounts_fits_in_a_comment() -> None:
     assert not over, f"accounts -> characters over the limit: {over}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: reconciler/render/markdown.py render_all always emits every account's summary "
-    "table, call-outs and final line, so a directory plan of many accounts exceeds "
-    "GitHub's 65,536-character limit whatever the detail budget"))
 def test_markdown_of_a_thousand_accounts_fits_in_a_comment() -> None:
     plans = [every_kind_plan(f"account-{i:04d}") for i in range(1000)]  # 6,000 actions
     md = markdown.render_all(plans)
     assert len(md) < GITHUB_LIMIT, len(md)
+
+
+def _terminating(account: str) -> Plan:
+    action = Action(Kind.TERMINATE_ACCOUNT, None, None,
+                    {"users": 3, "cr_users": 1, "recordings": 7}, None)
+    return Plan(account=account, desired_path=None, desired_sha256=None, lineage="l",
+                serial=2, actions=(action,))
+
+
+def test_markdown_overview_of_a_thousand_accounts() -> None:
+    """Too many accounts for every summary: totals first, whole account sections by risk
+    (terminations first) in directory order, and a note naming what was left out."""
+    plans: list[Plan] = []
+    for i in range(1000):
+        account = f"account-{i:04d}"
+        if i % 250 == 249:
+            plans.append(_terminating(account))
+        elif i % 3 == 0:
+            plans.append(Plan(account=account, desired_path=None, desired_sha256=None,
+                              lineage="l", serial=1))
+        else:
+            plans.append(every_kind_plan(account))
+    md = markdown.render_all(plans)
+    assert len(md) < GITHUB_LIMIT, len(md)
+    check_tables(md)
+    check_details(md)
+    lines = md.splitlines()
+    assert lines[0] == "### crctl plan: 1000 accounts"
+    assert lines[2] == "| Action | All accounts |"
+    assert "| Accounts to terminate | 4 |" in lines and "| CR to remove | 664 |" in lines
+    assert ("> **4 accounts to terminate:** `account-0249`, `account-0499`, `account-0749`, "
+            "`account-0999`.") in md
+    shown = re.findall(r"^### crctl plan: `(account-\d{4})`$", md, re.M)
+    assert shown == sorted(shown)  # directory order
+    for account in ("account-0249", "account-0499", "account-0749", "account-0999"):
+        assert account in shown  # terminations are never the ones left out
+    assert "<details>" not in md  # whole sections, no details cut in between
+    note = re.search(r"_(\d+) of 1000 accounts \(`account-\d{4}`.* and (\d+) more\) and "
+                     r"the \d+ detail rows are not shown", md)
+    assert note and int(note[1]) == 1000 - len(shown), md[-800:]
+    assert int(note[2]) == int(note[1]) - 20
+    assert "crctl show PLANFILE --format text" in md[note.start():]
+    assert md.endswith("._\n")
+
+
+def test_markdown_size_at_every_count_of_accounts_near_the_switch() -> None:
+    """From the accounts that fit with details to those that need the overview, every
+    comment stays under the limit and every row is whole."""
+    plans = [every_kind_plan(f"account-{i:03d}") for i in range(160)]
+    modes = set()
+    for n in range(130, 161):
+        md = markdown.render_all(plans[:n])
+        assert len(md) < GITHUB_LIMIT, n
+        check_tables(md)
+        check_details(md)
+        modes.add(md.splitlines()[0])
+        if md.startswith("### crctl plan: `"):
+            assert md.count("**Plan: ") == n  # every account's summary is there
+    # both layouts were exercised: per account with details, then the overview
+    assert "### crctl plan: `account-000`" in modes, modes
+    assert any(m.endswith(" accounts") for m in modes), modes
 
 
 def test_markdown_directory_plan(tmp_path: Path) -> None:

@@ -372,8 +372,6 @@ def display_width(text: str) -> int:
                2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: userlist.as_table measures cells with len(), not "
-                   "terminal cells: CJK names (2 cells per character) overflow COLUMNS=40")
 def test_table_of_wide_characters_fits_the_terminal_width(state: Path) -> None:
     result = crctl(state, "users", "longnames", columns=40)
     assert result.returncode == 0
@@ -386,3 +384,46 @@ def test_table_output_holds_only_the_table(state: Path) -> None:
     result = crctl(state, "users", "acme")
     assert len(result.stdout.splitlines()) == 4
     assert "CR users" not in result.stdout
+
+
+# -- CSV formula injection (OWASP: a cell starting with = + - @ tab or CR) ------------------
+
+@pytest.mark.parametrize("value", ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3",
+                                   "@SUM(A1)", "\tx", "\rx", "+1+1"])
+def test_csv_cells_that_read_as_formulas_are_quoted(value: str) -> None:
+    from reconciler.userlist import as_csv
+
+    row = {"full_name": value, "phone_number": "", "extension": "10", "product": ON_DEMAND,
+           "username": "u", "email": "u@x.example", "status": "active"}
+    (read,) = csv.DictReader(io.StringIO(as_csv([row]), newline=""))
+    assert read["full_name"] == "'" + value
+
+
+def test_csv_keeps_phone_numbers_and_plain_values() -> None:
+    """An E.164 number can only be read as a number, never as a formula: kept as in JSON."""
+    from reconciler.userlist import as_csv
+
+    row = {"full_name": "Jane Doe", "phone_number": "+16135550101", "extension": "0101",
+           "product": ON_DEMAND, "username": "jdoe", "email": "jdoe@x.example",
+           "status": "active"}
+    (read,) = csv.DictReader(io.StringIO(as_csv([row])))
+    assert read == row
+
+
+def test_table_cells_are_measured_in_terminal_cells() -> None:
+    """Wide characters take two cells, combining marks none; a cut never splits a cell."""
+    from reconciler.userlist import as_table
+
+    rows = [{"full_name": "山田太郎 佐藤花子佐藤花子", "phone_number": "+16135550101",
+             "extension": "22", "product": ON_DEMAND},
+            {"full_name": "Zoe\u0301 Smith", "phone_number": "", "extension": "2101",
+             "product": ALWAYS_ON}]
+    for width in (40, 50, 60):  # 38 is the narrowest (4 columns of 8 and gaps)
+        lines = as_table(rows, width).splitlines()
+        assert all(display_width(line) <= width for line in lines), (width, lines)
+    wide = as_table(rows, 200).splitlines()
+    assert "…" not in "\n".join(wide)
+    # columns line up in cells: every Extension value starts in the same terminal column
+    starts = {display_width(line[:line.index(ext)]) for line, ext in
+              zip(wide, ("Extension", "22", "2101"), strict=True)}
+    assert len(starts) == 1, wide

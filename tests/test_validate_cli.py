@@ -251,10 +251,6 @@ def test_duplicate_extension_with_trailing_newline(tmp_path: Path) -> None:
     assert result.returncode == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: loader.load_bytes raises on its own refusals (here a duplicate key) before "
-    "validate runs, so the file's other problems (an unknown key) are reported only on the "
-    "next run, not 'every problem in a file at once'"))
 def test_duplicate_key_and_unknown_key_are_reported_together(tmp_path: Path) -> None:
     path = write(tmp_path, "acme.yaml", "account: acme\nusers:\n" + DM
                  + bob(first_name="Bob", call_recoding="") + "    first_name: Robert\n")
@@ -265,9 +261,6 @@ def test_duplicate_key_and_unknown_key_are_reported_together(tmp_path: Path) -> 
     assert any("unknown key 'call_recoding'" in e for e in found), found
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: validate._account_rules skips the decision-maker rule whenever any user fails the "
-    "schema, even when no user (valid or not) has the decision-maker role"))
 def test_missing_decision_maker_reported_with_a_schema_error(tmp_path: Path) -> None:
     text = ("account: acme\nusers:\n"
             + user_yaml("pm", extension="2101", roles="phone-manager")
@@ -282,9 +275,6 @@ def test_missing_decision_maker_reported_with_a_schema_error(tmp_path: Path) -> 
                for e in found), found
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: validate._check_users skips every user that fails the schema, so its valid "
-    "extension is not checked for duplicates until the other problem is fixed"))
 def test_duplicate_extension_reported_with_a_schema_error(tmp_path: Path) -> None:
     path = write(tmp_path, "acme.yaml", "account: acme\nusers:\n" + DM
                  + bob(extension='"2101"', profile="Gold"))
@@ -294,9 +284,6 @@ def test_duplicate_extension_reported_with_a_schema_error(tmp_path: Path) -> Non
     assert any("extension 2101 is already used by jdoe" in e for e in found), found
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: max_remove_pct: -5 is reported as 'must be a whole number, not '-5'' (validate."
-    "_coerce only converts unsigned digits); -5 is a whole number, the problem is the range"))
 def test_negative_max_remove_pct_message(tmp_path: Path) -> None:
     path = write(tmp_path, "acme.yaml",
                  "account: acme\nsafety:\n  max_remove_pct: -5\nusers:\n" + DM)
@@ -304,3 +291,94 @@ def test_negative_max_remove_pct_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert errors(result) == [
         f"{path}:3:19: error: safety.max_remove_pct: must be between 0 and 100, not -5"]
+
+
+# -- every problem once, in one run (around the fixes above) --------------------------------
+
+def test_loader_refusals_and_validation_problems_in_one_run_by_line(tmp_path: Path) -> None:
+    """Tags, anchors, aliases, merge keys and duplicate keys are reported with the schema
+    and domain problems, sorted by line, each once; what the loader could not read (an
+    alias, a merged mapping) raises no echo ("must be a string", "missing required key",
+    "unknown key '<<'", no Decision Maker)."""
+    text = ("account: acme\n"                                   # 1
+            "users:\n"                                          # 2
+            "  jdoe:\n"                                         # 3
+            "    first_name: Jane\n"                            # 4
+            "    last_name: Doe\n"                              # 5
+            "    email: jane@example.com\n"                     # 6
+            '    extension: "2101"\n'                           # 7
+            "    profile: Elite\n"                              # 8
+            "    roles: *dm\n"                                  # 9
+            "  bob:\n"                                          # 10
+            "    <<: *person\n"                                 # 11
+            '    extension: !!str "2101"\n'                     # 12
+            "    emial: bob@example.com\n"                      # 13
+            "  carl:\n"                                         # 14
+            "    first_name: &n Carl\n"                         # 15
+            "    last_name: C\n"                                # 16
+            "    email: carl@example.com\n"                     # 17
+            '    extension: "21x"\n'                            # 18
+            "    profile: Elite\n"                              # 19
+            "    profile: Premier\n")                           # 20
+    path = write(tmp_path, "acme.yaml", text)
+    result = run_crctl("validate", path, cwd=tmp_path)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    found = [line.split(": error: ", 1)[1] for line in errors(result)]
+    assert found == [
+        "users.jdoe.roles: aliases are not allowed (found *dm)",
+        "users.bob: merge keys (<<) are not allowed",
+        'users.bob["<<"]: aliases are not allowed (found *person)',
+        "users.bob.extension: explicit tags are not allowed "
+        "(found 'tag:yaml.org,2002:str')",
+        "users.bob.extension: extension 2101 is already used by jdoe (line 7)",
+        "users.bob.emial: unknown key 'emial' (did you mean 'email'?)",
+        "users.carl.first_name: anchors are not allowed (found &n)",
+        "users.carl.extension: '21x' must be 2-10 digits",
+        "users.carl.profile: duplicate key 'profile' (first defined at line 19)",
+    ], found
+    lines = [int(line.split(":")[1]) for line in errors(result)]
+    assert lines == sorted(lines)
+
+
+def test_users_that_fail_the_schema_still_count_where_they_are_sound(tmp_path: Path) -> None:
+    """A Decision Maker with a bad email still is one; an invalid extension is reported
+    as invalid, not also as a duplicate; a sound one is checked for duplicates."""
+    text = ("account: acme\nusers:\n"
+            + user_yaml("boss", extension="2101", roles="decision-maker",
+                        email="boss.example.com")
+            + user_yaml("ann", extension="2102")
+            + bob(extension='"2102"', profile="Gold")
+            + user_yaml("carl", extension="21x")
+            + user_yaml("dan", extension="21x", email="Ann@example.com"))
+    path = write(tmp_path, "acme.yaml", text)
+    found = errors(run_crctl("validate", path, cwd=tmp_path))
+    messages = [line.split(": error: ", 1)[1] for line in found]
+    assert "users.boss.email: 'boss.example.com' must be an email address such as " \
+           "jane.doe@example.com" in messages
+    assert not any("decision-maker" in m for m in messages), messages
+    assert any(m.startswith("users.bob.extension: extension 2102 is already used by ann")
+               for m in messages), messages
+    assert sum("21x" in m for m in messages) == 2, messages  # format only, no duplicate
+    assert any(m.startswith("users.dan.email: email Ann@example.com is already used by ann")
+               for m in messages), messages
+
+
+@pytest.mark.parametrize("value, message", [
+    ("-5", "must be between 0 and 100, not -5"),
+    ("101", "must be between 0 and 100, not 101"),
+    ("1000000", "must be between 0 and 100, not 1000000"),
+    ("-1000000000000000000000000", "must be between 0 and 100, not a number of 25 digits"),
+    ("5.5", "must be a whole number, not '5.5'"),
+    ("thirty", "must be a whole number, not 'thirty'"),
+    ("+5", None), ("05", None), ("-0", None),
+])
+def test_max_remove_pct_reads_signed_whole_numbers(tmp_path: Path, value: str,
+                                                    message: str | None) -> None:
+    path = write(tmp_path, "acme.yaml",
+                 f"account: acme\nsafety:\n  max_remove_pct: {value}\nusers:\n" + DM)
+    result = run_crctl("validate", path, cwd=tmp_path)
+    if message is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert errors(result) == [f"{path}:3:19: error: safety.max_remove_pct: {message}"]

@@ -90,8 +90,10 @@ def describe(action: Action) -> str:
         return f"{after.get('account')}" + (f" ({after['name']})" if after.get("name") else "")
     if kind is Kind.TERMINATE_ACCOUNT:
         c = action.before or {}
-        return (f"{c.get('users', 0)} users, {c.get('cr_users', 0)} CR services, "
-                f"{c.get('recordings', 0)} recordings and the MIR mirror will be deleted")
+        return (f"{counted(c.get('users', 0), 'user')}, "
+                f"{counted(c.get('cr_users', 0), 'CR service')}, "
+                f"{counted(c.get('recordings', 0), 'recording')} and the MIR mirror will be "
+                "deleted")
     if kind is Kind.REMOVE:
         return f"{cr_text(action.before)} (recordings are kept)"
     if kind is Kind.ENABLE:

@@ -10,7 +10,7 @@ and where to see them (`crctl show PLANFILE`).
 from __future__ import annotations
 
 from reconciler.plan import Action, Kind, Plan
-from reconciler.render.common import describe, summary_line
+from reconciler.render.common import counted, describe, summary_line
 
 LIMIT = 65_536
 RESERVE = 400  # room for the truncation note
@@ -69,13 +69,26 @@ def _row(action: Action) -> str:
 
 
 def render_all(plans: list[Plan]) -> str:
-    """One comment for all plans, under GitHub's size limit, rows never cut."""
+    """One comment for all plans, under GitHub's size limit, rows never cut.
+
+    Every account's summary table, call-outs and final line come first; detail rows are
+    added while they fit. When even those essentials of every account do not fit (a
+    directory of hundreds of accounts), the comment becomes an overview instead: see
+    `_overview`.
+    """
     heads = ["\n".join(_head(p)) for p in plans]
     tails = [f"**{summary_line(p)}**\n" for p in plans]
-    budget = LIMIT - RESERVE - sum(len(h) + len(t) + 2 for h, t in zip(heads, tails, strict=True))
+    # Each account is head + "\n" + [body + "\n"] + tail; accounts are joined by "\n".
+    essentials = sum(len(h) + 1 + len(t) for h, t in zip(heads, tails, strict=True))
+    essentials += len(plans) - 1
+    if len(plans) > 1 and essentials > LIMIT - RESERVE:
+        return _overview(plans, heads, tails)
+    budget = LIMIT - RESERVE - essentials
     omitted = 0
     bodies: list[str] = []
     for plan in plans:
+        # A section costs its length plus one newline: the one joining it to the next
+        # section, or the one after the body.
         parts: list[str] = []
         for kind, label in SECTIONS:
             actions = plan.of_kind(kind)
@@ -84,11 +97,11 @@ def render_all(plans: list[Plan]) -> str:
             opening = (f"<details><summary>{label} ({len(actions)})</summary>\n\n"
                        "| User | Details |\n|---|---|\n")
             closing = "\n</details>\n"
-            if budget < len(opening) + len(closing):
+            used = len(opening) + len(closing) + 1
+            if budget < used:
                 omitted += len(actions)
                 continue
             rows: list[str] = []
-            used = len(opening) + len(closing)
             for action in actions:
                 row = _row(action) + "\n"
                 if used + len(row) > budget:
@@ -103,9 +116,9 @@ def render_all(plans: list[Plan]) -> str:
             text = (f"<details><summary>MIR mirror drift ({len(drift)})</summary>\n\n"
                     + "".join(f"- `{cell(m.username or m.user_id)}`: {cell(m.reason)}\n"
                               for m in drift) + "\n</details>\n")
-            if len(text) <= budget:
+            if len(text) + 1 <= budget:
                 parts.append(text)
-                budget -= len(text)
+                budget -= len(text) + 1
             else:
                 omitted += len(drift)
         bodies.append("\n".join(parts))
@@ -117,3 +130,89 @@ def render_all(plans: list[Plan]) -> str:
         text += (f"\n_{omitted} detail rows are not shown to stay under GitHub's comment "
                  "size limit; run `crctl show PLANFILE` on the saved plan for all of them._\n")
     return text
+
+
+OVERVIEW_RESERVE = 3_000  # the closing note, with up to CALLOUT_NAMES account names
+
+
+def _overview(plans: list[Plan], heads: list[str], tails: list[str]) -> str:
+    """The comment for more accounts than fit: totals of all accounts first, terminations
+    and removals called out by account, then whole account sections (table, call-outs,
+    final line; no details) while they fit, and a note naming the accounts left out.
+
+    Sections are picked by risk (terminations, then removals and deletions, then other
+    changes, then accounts without changes) and shown in the order given.
+    """
+    top = _totals(plans)
+    budget = LIMIT - OVERVIEW_RESERVE - len(top)
+    by_risk = sorted(range(len(plans)), key=lambda i: _risk(plans[i]))
+    shown: set[int] = set()
+    for i in by_risk:
+        cost = len(heads[i]) + 1 + len(tails[i]) + 1  # and the "\n" joining it
+        if cost <= budget:
+            shown.add(i)
+            budget -= cost
+    sections = [heads[i] + "\n" + tails[i] for i in range(len(plans)) if i in shown]
+    left = [p.account for i, p in enumerate(plans) if i not in shown]
+    text = "\n".join([top, *sections])
+    rows = sum(len(p.actions) + len(p.mir_upsert) + len(p.mir_delete) for p in plans)
+    missing = f"{len(left)} of {len(plans)} accounts ({_names(left)}) and " if left else ""
+    return text + (f"\n_{missing}the {rows} detail rows are not shown to stay under "
+                   "GitHub's comment size limit; run `crctl show PLANFILE --format text` on "
+                   "the saved plan for all of them, or `crctl plan` on one account's "
+                   "file._\n")
+
+
+def _risk(plan: Plan) -> int:
+    if plan.terminates:
+        return 0
+    if plan.of_kind(Kind.REMOVE) or plan.of_kind(Kind.DELETE_USER):
+        return 1
+    return 2 if plan.has_changes else 3
+
+
+def _names(accounts: list[str]) -> str:
+    """`a`, `b` and 3 more: at most CALLOUT_NAMES names."""
+    names = ", ".join(f"`{cell(a)}`" for a in accounts[:CALLOUT_NAMES])
+    more = len(accounts) - CALLOUT_NAMES
+    return f"{names} and {more} more" if more > 0 else names
+
+
+def _totals(plans: list[Plan]) -> str:
+    """The summary table of all accounts together, and their call-outs."""
+    totals = dict.fromkeys(("enable", "change", "remove", "add_user", "update_user",
+                            "delete_user"), 0)
+    for plan in plans:
+        for key, count in plan.summary().items():
+            if key in totals:
+                totals[key] += count
+    drift = sum(len(p.mir_upsert) + len(p.mir_delete) for p in plans)
+    changed = [p.account for p in plans if p.has_changes]
+    created = [p.account for p in plans if p.of_kind(Kind.CREATE_ACCOUNT)]
+    terminated = [p.account for p in plans if p.terminates]
+    out = [f"### crctl plan: {len(plans)} accounts", "",
+           "| Action | All accounts |", "|---|---:|",
+           f"| Accounts with changes | {len(changed)} |",
+           f"| Accounts to create | {len(created)} |",
+           f"| Accounts to terminate | {len(terminated)} |",
+           f"| CR to enable | {totals['enable']} |", f"| CR to change | {totals['change']} |",
+           f"| CR to remove | {totals['remove']} |", f"| Users to add | {totals['add_user']} |",
+           f"| Users to update | {totals['update_user']} |",
+           f"| Users to delete | {totals['delete_user']} |"]
+    if drift:
+        out.append(f"| MIR mirror drift | {drift} |")
+    out.append("")
+    if terminated:
+        out += ["> [!CAUTION]",
+                f"> **{counted(len(terminated), 'account')} to terminate:** "
+                f"{_names(terminated)}. Their users, MIR mirror and **all "
+                "recordings** are deleted.", ""]
+    removing = [p.account for p in plans
+                if p.of_kind(Kind.REMOVE) or p.of_kind(Kind.DELETE_USER)]
+    if removing:
+        out += ["> [!WARNING]",
+                f"> **CR removed from {counted(totals['remove'], 'user')} and "
+                f"{counted(totals['delete_user'], 'user')} deleted in "
+                f"{counted(len(removing), 'account')}:** {_names(removing)}. Recordings are "
+                "kept.", ""]
+    return "\n".join(out)
