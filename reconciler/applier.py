@@ -368,9 +368,10 @@ class Applier:
         new_state, audit = execute(plan, current, self.today, self.actor,
                                    lambda: lineage_for(plan))
         if new_state.serial != current.serial:
-            self.backend.write_account(new_state, current.serial)
+            # the audit entries commit with the account file (the backend journals them,
+            # so a crash right after the commit cannot lose them)
+            self.backend.write_account(new_state, current.serial, audit)
             outcome.wrote = True
-        self.backend.append_audit(plan.account, audit)
         outcome.serial = new_state.serial
         self.sync_mirror(new_state, mirror, outcome)
         return outcome
@@ -388,9 +389,10 @@ class Applier:
         counts = {"users": len(current.users),
                   "cr_users": sum(1 for u in current.users.values() if u["call_recording"]),
                   "recordings": len(mirror.recordings)}
-        self.backend.delete_account(plan.account)
-        self.backend.add_tombstone({"account": plan.account, "terminated_at": now_iso(),
-                                    "actor": self.actor, "lineage": current.lineage,
-                                    "deleted": counts})
+        # tombstone first, then the deletion: a tombstone that cannot be written stops the
+        # termination before anything is deleted
+        self.backend.terminate_account(plan.account, {
+            "account": plan.account, "terminated_at": now_iso(), "actor": self.actor,
+            "lineage": current.lineage, "deleted": counts})
         outcome.terminated = counts
         return outcome

@@ -258,8 +258,7 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
         if due:
             state = replace(current, serial=current.serial + 1,
                             users={**current.users, **due})
-            backend.write_account(state, current.serial)
-            backend.append_audit(account, [
+            backend.write_account(state, current.serial, [  # entries commit with it
                 {"time": now_iso(), "actor": actor or "crctl sync", "account": account,
                  "action": "activate", "user": u["username"], "user_id": uid,
                  "before": current.users[uid]["call_recording"],

@@ -404,12 +404,6 @@ def test_crash_in_the_middle_of_a_termination(small: dict[str, Any], tmp_path: P
     assert [t["account"] for t in tombstones] == [ACCOUNT]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the account file is committed before the audit log is appended "
-    "(applier.Applier.apply: write_account, then append_audit, then the mirror); a crash "
-    "between the two loses the audit lines of the committed actions for good: the next "
-    "apply finds no changes to make and never writes them (DESIGN §3: one JSON line per "
-    "applied action)"))
 def test_crash_between_commit_and_audit_loses_no_audit_lines(small: dict[str, Any],
                                                              tmp_path: Path) -> None:
     state = tmp_path / "state"
@@ -422,11 +416,6 @@ def test_crash_between_commit_and_audit_loses_no_audit_lines(small: dict[str, An
     assert len(audit_lines(state)) - len(audit_before) == small["actions"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local._append writes the audit entries with one plain O_APPEND "
-    "os.write; a crash in the middle of it (SIGKILL during a large write, power loss) "
-    "leaves a torn last line, and the next apply appends after it, so audit/<a>.jsonl "
-    "keeps a line that is not JSON for good (DESIGN §6: never torn or half-written)"))
 def test_crash_in_the_middle_of_the_audit_append(small: dict[str, Any], tmp_path: Path) -> None:
     state = tmp_path / "state"
     shutil.copytree(small["state"], state)

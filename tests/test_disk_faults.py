@@ -239,13 +239,6 @@ PORTAL_BAD_VALUES: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local._check_portal checks only that user keys exist, not their "
-    "types: a portal file with a user whose username is 5 or ['a'], or whose "
-    "call_recording.product is 'bogus' or 1, makes `crctl plan` exit 1 with 'internal "
-    "error (TypeError: '<' not supported between instances of 'str' and 'int' / "
-    "unhashable type: 'list' / ValueError: 'bogus' is not a valid Product)' instead of "
-    "'corrupt account file'"))
 @pytest.mark.parametrize("name", sorted(PORTAL_BAD_VALUES))
 def test_portal_user_values_of_the_wrong_type(work: Path, name: str) -> None:
     doc = _portal(work)
@@ -254,12 +247,6 @@ def test_portal_user_values_of_the_wrong_type(work: Path, name: str) -> None:
     plan_fails_naming(work, state_file(work, "portal"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a portal file whose next_user_id is not above its highest user id (here 2 "
-    "with users u1..u40) is accepted, and applier.execute gives each added user "
-    "f'u{next_id}' without checking it is free: apply silently overwrites existing users "
-    "(user000001.. vanish, their MIR recordings now point at the new users) and reports "
-    "success; expected a 'corrupt account file' error (exit 1) and nothing written"))
 def test_next_user_id_that_would_reuse_ids_is_refused(work: Path) -> None:
     doc = _portal(work)
     doc["next_user_id"] = 2
@@ -328,11 +315,6 @@ def test_garbage_lock_file_does_not_block(work: Path) -> None:
     assert code == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local.LocalBackend.tombstones opens terminated.jsonl with O_RDONLY, "
-    "which succeeds on a directory, then iterates it outside any try: `crctl plan` exits "
-    "1 with 'internal error (IsADirectoryError: [Errno 21] Is a directory: 3)' instead "
-    "of a message naming terminated.jsonl"))
 def test_terminated_jsonl_replaced_by_a_directory(work: Path) -> None:
     path = state_file(work, "terminated")
     path.unlink()
@@ -340,11 +322,6 @@ def test_terminated_jsonl_replaced_by_a_directory(work: Path) -> None:
     plan_fails_naming(work, path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: LocalBackend.tombstones skips every line that is not JSON (meant for a line "
-    "torn by a crash), so a terminated.jsonl of garbage, or with garbage before valid "
-    "lines, is silently treated as (partly) empty: re-creating a terminated account id "
-    "is then planned without the tombstone check; expected exit 1 naming the file"))
 @pytest.mark.parametrize("content", [
     bytes(range(256)) * 8,
     b'\x00\x00garbage\n{"account": "acme", "terminated_at": "2026-01-01T00:00:00Z"}\n',
@@ -489,10 +466,6 @@ def test_read_only_file_system_on_the_account_rename(work: Path,
     _converges(work)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local.LocalBackend._backup leaves its hard link "
-    "portal/acme.json.backup.tmp-PID behind when os.replace(tmp, backup) fails (EROFS, "
-    "EIO...): the except clause raises StateError without unlinking tmp"))
 def test_read_only_file_system_leaves_no_temporary_files(work: Path,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
@@ -507,12 +480,6 @@ def test_read_only_file_system_leaves_no_temporary_files(work: Path,
     assert snapshot(state) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local.LocalBackend._backup does os.link(account, tmp) then "
-    "os.replace(tmp, backup); when the .backup already is a hard link to the same "
-    "account file (a previous apply refreshed it and then failed, or was killed, before "
-    "renaming the new account file in), rename(2) of two links to one inode does "
-    "nothing and portal/<a>.json.backup.tmp-PID stays behind for good"))
 def test_failed_write_then_apply_leaves_no_backup_tmp(work: Path,
                                                       monkeypatch: pytest.MonkeyPatch
                                                       ) -> None:
@@ -559,12 +526,6 @@ def test_disk_full_while_appending_the_audit_log(work: Path, monkeypatch: pytest
     _converges(work)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local._append ignores the count os.write returns: when the disk fills "
-    "up mid-append (a short write, as the kernel reports it), the rest of the audit "
-    "entries is silently dropped and a torn JSON line is left in audit/<a>.jsonl, while "
-    "apply reports 'Apply complete' (exit 0); expected a loop until everything is "
-    "written, or an error"))
 def test_short_write_while_appending_the_audit_log(work: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     audit = str(state_file(work, "audit"))
@@ -591,11 +552,6 @@ def test_short_write_while_appending_the_audit_log(work: Path,
         assert len(lines) - lines_before == applied, (len(lines), lines_before, applied)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local.LocalBackend.lock writes the lock's JSON with os.ftruncate/"
-    "os.pwrite/os.fsync outside any except clause: ENOSPC (or EIO) there escapes as a "
-    "raw OSError and `crctl apply` prints 'internal error (OSError: [Errno 28] No space "
-    "left on device)' instead of a message naming locks/<a>.lock"))
 def test_disk_full_while_writing_the_lock(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = work / "state"
     lock = str(state_file(work, "lock"))

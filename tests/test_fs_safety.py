@@ -214,14 +214,7 @@ def test_hard_linked_account_file_target_is_not_modified(work: Path) -> None:
 
 @pytest.mark.parametrize("command", ["plan", "apply", "sync", "users", "import", "terminate"])
 @pytest.mark.parametrize("kind", ["portal", "mir", "audit", "locks"])
-def test_symlinked_state_directory_is_refused(work: Path, kind: str, command: str,
-                                             request: pytest.FixtureRequest) -> None:
-    if (kind, command) == ("audit", "terminate"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: backends/local.LocalBackend.delete_account unlinks audit/<a>.jsonl (and "
-            "lists portal/, mir/, audit/ for *.tmp-* leftovers) without _check_dirs: with "
-            "audit/ a planted symlink to a directory outside the state dir, `crctl "
-            "terminate` deletes outside/audit/<a>.jsonl through it")))
+def test_symlinked_state_directory_is_refused(work: Path, kind: str, command: str) -> None:
     real = work / "state" / kind
     outside = work / "outside" / kind
     shutil.move(str(real), str(outside))
@@ -251,12 +244,6 @@ def test_symlinked_directory_when_the_account_is_new(work: Path) -> None:
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: service.terminate / Applier._terminate delete the account, its MIR mirror and "
-    "audit log (backend.delete_account) before writing the tombstone; when "
-    "terminated.jsonl cannot be written (here a planted symlink: 'is a symbolic link; "
-    "refusing to follow it') the command exits 1 but the account is already gone, with "
-    "no tombstone; expected the refusal before anything is deleted"))
 def test_terminate_with_a_symlinked_tombstone_file_deletes_nothing(work: Path) -> None:
     plant(work, "terminated")
     before_outside = tree(work / "outside")
@@ -266,11 +253,6 @@ def test_terminate_with_a_symlinked_tombstone_file_deletes_nothing(work: Path) -
     assert (work / "state" / "portal" / "acme.json").exists(), "account deleted anyway"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: backends/local._read_json opens state files with O_RDONLY|O_NOFOLLOW but "
-    "neither O_NONBLOCK nor a regular-file check: a FIFO planted as portal/<a>.json makes "
-    "`crctl plan` (and apply, sync, users) block forever in open(); expected a refusal "
-    "('not a regular file')"))
 def test_fifo_planted_as_the_account_file_does_not_hang(work: Path) -> None:
     portal = work / "state" / "portal" / "acme.json"
     portal.unlink()

@@ -385,9 +385,6 @@ def test_crash_after_commit_mirror_drift_is_shown_and_repaired(acme: Path,
     assert run(acme, "plan", str(path), "--detailed-exitcode").returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a crash after the account file is committed "
-                   "loses the audit lines of the applied actions for good (the audit log is "
-                   "appended after the commit point and nothing repairs it)")
 def test_crash_after_commit_keeps_audit_lines(acme: Path, tmp_path: Path) -> None:
     users = acme_users()
     users["asmith"]["call_recording"]["product"] = "always-on"

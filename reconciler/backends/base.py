@@ -50,8 +50,15 @@ class Backend(ABC):
         """The MIR mirror, or an empty one."""
 
     @abstractmethod
-    def write_account(self, state: CurrentAccount, expected_serial: int) -> None:
-        """Replace the account if its stored serial still equals `expected_serial`."""
+    def write_account(self, state: CurrentAccount, expected_serial: int,
+                      audit: list[dict[str, Any]] | None = None) -> None:
+        """Replace the account if its stored serial still equals `expected_serial`, and
+        append `audit` (one entry per applied action) to the audit log.
+
+        The entries are part of the write, not a separate step: once the account is
+        replaced they are in the log, or a crash interrupted the append and the next
+        `lock` of the account appends them (DESIGN §3: one line per applied action, and
+        §6: a crash at any moment loses nothing and tears nothing)."""
 
     @abstractmethod
     def write_mirror(self, mirror: Mirror) -> None:
@@ -59,16 +66,32 @@ class Backend(ABC):
 
     @abstractmethod
     def append_audit(self, account: str, entries: list[dict[str, Any]]) -> None:
-        """Append audit entries (one JSON line each)."""
+        """Append audit entries (one JSON line each) that go with no account write; entries
+        of an account write go through `write_account`, which survives a crash."""
 
     @abstractmethod
     def lock(self, account: str, who: str, operation: str,
              timeout: float) -> AbstractContextManager[LockInfo]:
-        """Hold the account's lock for the duration of the `with` block."""
+        """Hold the account's lock for the duration of the `with` block. On entry, it
+        finishes what a holder that died left half done (the audit entries of a
+        committed `write_account`), so every locked operation starts from whole state."""
 
     @abstractmethod
     def force_unlock(self, account: str, lock_id: str) -> LockInfo:
         """Remove a lock whose id matches; returns what it said."""
+
+    def terminate_account(self, account: str, tombstone: dict[str, Any]) -> None:
+        """Record the termination, then delete the account.
+
+        The tombstone comes first: if it cannot be written, nothing is deleted (the other
+        order could delete an account and leave no record of it). A run that died after
+        the tombstone, in the middle of the deletion, is finished by terminating again:
+        the tombstone of the same lineage is found and not written twice."""
+        lineage = tombstone.get("lineage")
+        if lineage is None or not any(t.get("lineage") == lineage
+                                      for t in self.tombstones(account)):
+            self.add_tombstone(tombstone)
+        self.delete_account(account)
 
     @abstractmethod
     def delete_account(self, account: str) -> None:
