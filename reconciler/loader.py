@@ -33,6 +33,7 @@ from yaml.events import (
     StreamStartEvent,
 )
 
+from reconciler import halves
 from reconciler.errors import Diagnostic, ValidationFailed
 
 MAX_FILE_BYTES = 128 * 1024 * 1024
@@ -185,6 +186,9 @@ def load_bytes(name: str, raw: bytes, *, strict: bool = True) -> Document:
     """Parse bytes already read; `name` is used in diagnostics. See `load_file`."""
     digest = hashlib.sha256(raw).hexdigest()
     raw = _check_encoding(name, raw)
+    data = halves.parse_in_halves(raw, lambda part: _walk_clean(name, part))
+    if data is not None:  # a big file, parsed on two cores without a single refusal
+        return Document(name, data, raw, digest)
     walker = _Walker(name, raw, None)
     data = walker.run()
     doc = Document(name, data, raw, digest)
@@ -196,6 +200,14 @@ def load_bytes(name: str, raw: bytes, *, strict: bool = True) -> Document:
         doc.unread = walker.unread
         doc.partial = walker.partial
     return doc
+
+
+def _walk_clean(name: str, raw: bytes) -> tuple[Any, bool]:
+    """One part of a file for `halves`: its data, and whether it was read without a refusal."""
+    walker = _Walker(name, raw, None)
+    data = walker.run()
+    clean = not (walker.diagnostics or walker.unread or walker.partial or walker.fatal)
+    return data, clean
 
 
 def _check_encoding(name: str, raw: bytes) -> bytes:

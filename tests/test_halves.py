@@ -7,6 +7,7 @@ its size threshold so that small, tricky files take the two-process path.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -19,9 +20,7 @@ from reconciler.errors import ValidationFailed
 
 
 def walk(raw: bytes) -> tuple[Any, bool]:
-    walker = loader._Walker("t.yaml", raw, None)
-    data = walker.run()
-    return data, not walker.diagnostics
+    return loader._walk_clean("t.yaml", raw)
 
 
 def sequential(raw: bytes) -> Any:
@@ -131,3 +130,20 @@ def test_any_dumped_file_means_the_same(users: dict[str, Any], width: int | None
     got = halves.parse_in_halves(raw, walk)
     if got is not None:
         assert got == sequential(raw)
+
+
+def test_load_bytes_takes_the_two_process_path_for_a_big_valid_file(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = halves.parse_in_halves
+
+    def spy(raw: bytes, walk: halves.Walk) -> Any:
+        calls.append(result := real(raw, walk))
+        return result
+
+    monkeypatch.setattr(halves, "parse_in_halves", spy)
+    raw = ("account: acme\nusers:\n" + users_text(40)).encode()
+    doc = loader.load_bytes("t.yaml", raw)
+    assert calls and calls[0] is not None
+    assert doc.data == sequential(raw)
+    assert doc.sha256 == hashlib.sha256(raw).hexdigest()
