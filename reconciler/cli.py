@@ -19,6 +19,7 @@ import click
 from reconciler import __version__
 from reconciler.backends.base import Backend
 from reconciler.errors import CrctlError, InputError, ValidationFailed
+from reconciler.loader import printable
 
 EXIT_ERROR = 1
 
@@ -89,7 +90,7 @@ def validate(paths: tuple[str, ...]) -> None:
 
     files = expand_paths(list(paths))
     if not files:
-        raise InputError(f"no *.yaml or *.yml files in {', '.join(paths)}")
+        raise InputError(f"no *.yaml or *.yml files in {printable(', '.join(paths))}")
     failed: list[ValidationFailed] = []
     for path in files:
         try:
@@ -396,7 +397,8 @@ def main() -> None:
     try:
         code = cli.main(standalone_mode=False, prog_name="crctl")
     except CrctlError as exc:
-        message = str(exc)
+        # Paths and ids in messages may come from hostile names: one inert line each.
+        message = "\n".join(printable(line) for line in str(exc).split("\n"))
         if message:
             click.echo(message if isinstance(exc, ValidationFailed) else f"Error: {message}",
                        err=True)

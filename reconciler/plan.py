@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import InputError, StalePlanError
+from reconciler.loader import printable
 from reconciler.model import Product
 
 FORMAT_VERSION = "1"
@@ -145,6 +146,7 @@ def save(path: str, text: str) -> None:
     The text goes to a new private file beside `path`, which is then renamed over it:
     an existing file's mode (say 0644) or other hard links never see the new content.
     """
+    shown = printable(path)  # a hostile file name must not forge lines
     import os
     import tempfile
 
@@ -162,7 +164,7 @@ def save(path: str, text: str) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise InputError(f"{path}: cannot write plan file: {exc.strerror}") from None
+        raise InputError(f"{shown}: cannot write plan file: {exc.strerror}") from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -172,35 +174,37 @@ def save(path: str, text: str) -> None:
 def load(path: str, expected_checksum: str | None = None) -> list[Plan]:
     """Read a saved plan file (untrusted input): refuse malformed ones (exit 1) and altered
     ones (exit 3) before anything else looks at them."""
+    shown = printable(path)  # a hostile file name must not forge lines
     try:
         with open(path, "rb") as fh:
             raw = fh.read(512 * 1024 * 1024)
         data = json.loads(raw)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read plan file: {exc.strerror}") from None
+        raise InputError(f"{shown}: cannot read plan file: {exc.strerror}") from None
     except (ValueError, RecursionError) as exc:
-        raise InputError(f"{path}: not a crctl plan file (invalid JSON: {exc})") from None
+        raise InputError(f"{shown}: not a crctl plan file (invalid JSON: {exc})") from None
     docs = data if isinstance(data, list) else [data]
     if not docs:
-        raise InputError(f"{path}: the plan file holds no plans")
+        raise InputError(f"{shown}: the plan file holds no plans")
     if expected_checksum is not None and len(docs) != 1:
-        raise InputError(f"{path}: --checksum needs a plan of a single account")
+        raise InputError(f"{shown}: --checksum needs a plan of a single account")
     return [_from_document(path, doc, expected_checksum) for doc in docs]
 
 
 def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
+    shown = printable(path)  # a hostile file name must not forge lines
     if not isinstance(doc, dict) or "format_version" not in doc:
-        raise InputError(f"{path}: not a crctl plan file (no format_version)")
+        raise InputError(f"{shown}: not a crctl plan file (no format_version)")
     if doc["format_version"] != FORMAT_VERSION:
-        raise InputError(f"{path}: unsupported plan format_version {doc['format_version']!r};"
+        raise InputError(f"{shown}: unsupported plan format_version {doc['format_version']!r};"
                          f" this crctl reads version {FORMAT_VERSION}")
     _check_shape(path, doc)
     actual = checksum(doc)
     if doc.get("checksum") != actual:
-        raise StalePlanError(f"{path}: plan was altered: its checksum does not match its "
+        raise StalePlanError(f"{shown}: plan was altered: its checksum does not match its "
                              "content; make a new plan with `crctl plan --out`")
     if expected is not None and expected.lower() != actual:
-        raise StalePlanError(f"{path}: plan was altered: its checksum {actual} does not match "
+        raise StalePlanError(f"{shown}: plan was altered: its checksum {actual} does not match "
                              f"--checksum {expected}")
     actions = tuple(
         Action(Kind(a["action"]), a["user"], a["user_id"], a["before"], a["after"],
@@ -224,7 +228,7 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
         checksum=actual,
     )
     if doc["summary"] != plan.summary():
-        raise StalePlanError(f"{path}: plan was altered: its summary does not match its "
+        raise StalePlanError(f"{shown}: plan was altered: its summary does not match its "
                              "actions")
     return plan
 
@@ -237,6 +241,7 @@ CR_SIDES = {Kind.REMOVE: ("before",), Kind.CHANGE: ("before", "after"),
 def _check_products(path: str, actions: tuple[Action, ...]) -> None:
     """Every CR service a plan shows names a known product: renderers print its full name,
     and the schema cannot say which actions' before/after are CR services."""
+    shown = printable(path)  # a hostile file name must not forge lines
     for index, action in enumerate(actions):
         for side in CR_SIDES.get(action.action, ()):
             cr = getattr(action, side)
@@ -245,17 +250,18 @@ def _check_products(path: str, actions: tuple[Action, ...]) -> None:
             product = cr.get("product")
             if not isinstance(product, str) or product not in PRODUCTS:
                 raise InputError(
-                    f"{path}: not a valid crctl plan file: at actions/{index}/{side}/product:"
+                    f"{shown}: not a valid crctl plan file: at actions/{index}/{side}/product:"
                     f" {product!r} is not one of {', '.join(sorted(PRODUCTS))}")
 
 
 def _check_shape(path: str, doc: dict[str, Any]) -> None:
     """The plan schema (schemas/plan.schema.json), with a message naming the first error."""
+    shown = printable(path)  # a hostile file name must not forge lines
     from reconciler.schema import checker, validator
 
     if not checker("plan.schema.json")([doc]):
         error = next(iter(validator("plan.schema.json").iter_errors(doc)))
         where = "/".join(str(p) for p in error.absolute_path) or "document"
-        raise InputError(f"{path}: not a valid crctl plan file: at {where}: {error.message}")
+        raise InputError(f"{shown}: not a valid crctl plan file: at {where}: {error.message}")
     if not ACCOUNT_ID.match(doc["account"]):
-        raise InputError(f"{path}: invalid account id {doc['account']!r} in plan")
+        raise InputError(f"{shown}: invalid account id {doc['account']!r} in plan")

@@ -25,6 +25,7 @@ from reconciler.errors import (
     StalePlanError,
     ValidationFailed,
 )
+from reconciler.loader import printable
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
 from reconciler.plan import Action, Kind, Plan
 from reconciler.planner import make_plan
@@ -45,7 +46,7 @@ def load_all(paths: list[str], today: str) -> list[DesiredAccount]:
     """Every desired file under `paths`; all problems of all files in one error."""
     files = expand_paths(paths)
     if not files:
-        raise InputError(f"no *.yaml or *.yml files in {', '.join(paths)}")
+        raise InputError(f"no *.yaml or *.yml files in {printable(', '.join(paths))}")
     desired, diagnostics = [], []
     for path in files:
         try:

@@ -382,3 +382,13 @@ def test_max_remove_pct_reads_signed_whole_numbers(tmp_path: Path, value: str,
         assert result.returncode == 0, result.stderr
     else:
         assert errors(result) == [f"{path}:3:19: error: safety.max_remove_pct: {message}"]
+
+
+def test_error_naming_a_hostile_directory_stays_one_inert_line(tmp_path: Path) -> None:
+    odd = tmp_path / "a\x1b[2Jb\nforged: error"
+    odd.mkdir()
+    result = run_crctl("validate", odd, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "\x1b" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "no *.yaml or *.yml files in" in result.stderr
