@@ -392,3 +392,13 @@ def test_error_naming_a_hostile_directory_stays_one_inert_line(tmp_path: Path) -
     assert "\x1b" not in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "no *.yaml or *.yml files in" in result.stderr
+
+
+def test_error_naming_a_hostile_plan_path_stays_one_inert_line(tmp_path: Path) -> None:
+    odd = tmp_path / "p\x1b[2J\nforged: error.plan"
+    odd.write_text("{not json")
+    result = run_crctl("show", odd, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "\x1b" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "not a crctl plan file" in result.stderr
