@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -234,15 +235,27 @@ def _differences(expected: list[dict[str, Any]], found: list[dict[str, Any]],
             lines.append("  ... and more")
             break
         if want is not None and have is not None and name(want) == name(have):
-            fields = [k for k in ("user", "user_id", "before", "after", "changed")
-                      if want[k] != have[k]]
+            fields = _changed_fields(want, have)
             lines.append(f"  action {index + 1} ({name(have)}): its "
-                         f"{', '.join(repr(f) for f in fields)} "
-                         f"{'differs' if len(fields) == 1 else 'differ'}")
+                         f"{', '.join(fields)} {'differs' if len(fields) == 1 else 'differ'}")
         else:
             lines.append(f"  action {index + 1}: the plan has {name(have)}, the file yields "
                          f"{name(want)}")
     return "\n".join(lines)
+
+
+def _changed_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """Field-level detail of one action that differs (DeepDiff on two small dicts only:
+    over whole plans it would be quadratic-ish and slow, see DESIGN §7). Imported here:
+    only a refused plan pays for importing it."""
+    from deepdiff import DeepDiff
+
+    paths = DeepDiff(expected, found).affected_paths
+    return [_PATH_PART.sub(lambda m: f".{m[1]}" if m[1] else m[0], p)[len("root."):]
+            for p in paths] or ["content"]
+
+
+_PATH_PART = re.compile(r"\['([^'\]]*)'\]|\[\d+\]")
 
 
 def sync(backend: Backend, account: str, today: str, actor: str | None,

@@ -724,3 +724,15 @@ def test_genuine_plan_still_applies_once(work: Path) -> None:
     r = crctl(work, "apply", "plan.json")
     assert r.returncode == 3, r.stderr
     assert snapshot(work / "state") == before
+
+
+def test_altered_message_names_the_field_that_differs(work: Path) -> None:
+    doc = plan_doc(work)
+    enable = find(doc, "enable")
+    cr = enable["after"]["call_recording"] if "call_recording" in enable["after"] \
+        else enable["after"]
+    cr["product"] = "always-on" if cr["product"] == "on-demand" else "on-demand"
+    r = apply_refused(work, dump(resign(doc)), (3,), words=("altered",),
+                      subprocess_run=True)
+    assert "product differs" in r.stderr, r.stderr
+    assert f"({enable['action']} for {enable['user']})" in r.stderr, r.stderr
