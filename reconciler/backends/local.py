@@ -511,8 +511,9 @@ def _dumps(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _audit_line(entry: dict[str, Any]) -> str:
-    return json.dumps(entry, ensure_ascii=False, sort_keys=True)
+# One encoder for every audit line: json.dumps would build a new one per call, which is a
+# third of the cost when a new account adds 100,000 users (same output as json.dumps).
+_audit_line = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 # -- the account file's shape ------------------------------------------------------------
