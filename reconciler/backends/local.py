@@ -761,22 +761,41 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+@contextmanager
+def _open_log(path: str, *, create: bool) -> Iterator[tuple[int, int] | None]:
+    """An append-only JSONL file opened for update: (fd, size), or None if it does not
+    exist and `create` is off. Refuses anything but a regular file (a planted FIFO would
+    block, a directory would not be a log); every OS error names the file."""
+    try:
+        fd = os.open(path, OPEN_LOG | (os.O_CREAT if create else 0), 0o600)
+    except OSError as exc:
+        if create or not isinstance(exc, FileNotFoundError):
+            raise StateError(_os_message(exc, path, "append to")) from None
+        fd = -1
+    if fd < 0:
+        yield None
+        return
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"{path}: not a regular file ({_file_kind(info.st_mode)}); "
+                             "refusing to append to it")
+        yield fd, info.st_size
+    except OSError as exc:
+        raise StateError(_os_message(exc, path, "append to")) from None
+    finally:
+        os.close(fd)
+
+
 def _append(path: str, text: str) -> None:
     """Append whole lines to a JSONL file, all or nothing.
 
     A torn last line (a crash mid-append) is repaired first (`_repair_tail`), so the new
     lines never continue a broken one; a failed write is cut back off, so a full disk
     leaves the file as it was."""
-    try:
-        fd = os.open(path, OPEN_LOG | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StateError(_os_message(exc, path, "append to")) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StateError(f"{path}: not a regular file ({_file_kind(info.st_mode)}); "
-                             "refusing to append to it")
-        start = _repair_tail(fd, info.st_size)
+    with _open_log(path, create=True) as opened:
+        fd, size = opened  # type: ignore[misc]  # never None with create=True
+        start = _repair_tail(fd, size)
         try:
             _write_all(fd, text.encode("utf-8"))
             os.fsync(fd)
@@ -784,10 +803,6 @@ def _append(path: str, text: str) -> None:
             with suppress(OSError):
                 os.ftruncate(fd, start)
             raise
-    except OSError as exc:
-        raise StateError(_os_message(exc, path, "append to")) from None
-    finally:
-        os.close(fd)
 
 
 def _repair_tail(fd: int, size: int) -> int:
@@ -824,22 +839,8 @@ def _line_start(fd: int, size: int) -> int:
 def _clean_log_end(path: str) -> int:
     """Repair the log's tail now and return its size: where the next append starts (the
     journal records it, so a recovery knows which bytes the crashed append wrote)."""
-    try:
-        fd = os.open(path, OPEN_LOG)
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        raise StateError(_os_message(exc, path, "append to")) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StateError(f"{path}: not a regular file ({_file_kind(info.st_mode)}); "
-                             "refusing to append to it")
-        return _repair_tail(fd, info.st_size)
-    except OSError as exc:
-        raise StateError(_os_message(exc, path, "append to")) from None
-    finally:
-        os.close(fd)
+    with _open_log(path, create=False) as opened:
+        return 0 if opened is None else _repair_tail(*opened)
 
 
 def _unwritten(path: str, data: bytes, offset: int) -> bytes:
@@ -849,18 +850,10 @@ def _unwritten(path: str, data: bytes, offset: int) -> bytes:
     got that far): its complete lines are kept, a torn last one is cut, the rest returned.
     If they are not (the log was rotated or edited since), everything is returned: an
     entry twice is better than an entry lost."""
-    try:
-        fd = os.open(path, OPEN_LOG)
-    except FileNotFoundError:
-        return data
-    except OSError as exc:
-        raise StateError(_os_message(exc, path, "append to")) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StateError(f"{path}: not a regular file ({_file_kind(info.st_mode)}); "
-                             "refusing to append to it")
-        size = info.st_size
+    with _open_log(path, create=False) as opened:
+        if opened is None:
+            return data
+        fd, size = opened
         if not offset <= size <= offset + len(data):
             return data
         tail = os.pread(fd, size - offset, offset)
@@ -870,10 +863,6 @@ def _unwritten(path: str, data: bytes, offset: int) -> bytes:
         if offset + done < size:
             os.ftruncate(fd, offset + done)
         return data[done:]
-    except OSError as exc:
-        raise StateError(_os_message(exc, path, "append to")) from None
-    finally:
-        os.close(fd)
 
 
 def _remove(path: str) -> None:
