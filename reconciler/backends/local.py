@@ -424,23 +424,12 @@ class LocalBackend(Backend):
         for path in (self.mirror_path(account), self.audit_path(account),
                      self.pending_path(account), self.backup_path(account),
                      self.portal_path(account)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise StateError(_os_message(exc, path, "delete")) from None
+            _remove(path)
         for kind in kinds:  # leftovers of killed writes
             directory = self._dir(kind)
             for name in _listdir(directory):
                 if name.startswith(f"{account}.") and ".tmp-" in name:
-                    path = os.path.join(directory, name)
-                    try:
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
-                    except OSError as exc:
-                        raise StateError(_os_message(exc, path, "delete")) from None
+                    _remove(os.path.join(directory, name))
         for kind in kinds:
             _fsync_dir(self._dir(kind))
 
