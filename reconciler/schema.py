@@ -124,6 +124,10 @@ def _string_check(schema: dict[str, Any], typed: bool) -> BatchCheck:
     high = schema.get("maxLength")
     strs = frozenset((str,))
 
+    if typed and not low and high is None and "pattern" in schema:
+        simple = _one_class(schema["pattern"])
+        if simple is not None:
+            return simple
     if typed and search is not None and not low and high is None:
         def one_pass(values: list[Any]) -> bool:
             try:  # the search raises TypeError on a non-string: no separate type pass
@@ -145,6 +149,38 @@ def _string_check(schema: dict[str, Any], typed: bool) -> BatchCheck:
         if high is not None and max(map(len, values)) > high:
             return False
         return search is None or all(map(search, values))
+
+    return check
+
+
+# `^[CLASS]{m,n}$(?!\n)` (or `+`): a single character class with a length range.
+_ONE_CLASS = re.compile(r"\^\[(\^?)((?:[^\]\\]|\\.)+)\](?:\{(\d+),(\d+)\}|(\+))\$\(\?!\\n\)")
+
+
+def _one_class(pattern: str) -> BatchCheck | None:
+    """A whole column against `^[CLASS]{m,n}$` in two C-level passes, or None.
+
+    Per-value `re.search` costs a Python-level call per user; here the column's lengths
+    are bounded with min/max, and one search of the negated class runs over the joined
+    column (the class decides each character on its own, so joining changes nothing)."""
+    m = _ONE_CLASS.fullmatch(pattern)
+    if m is None:
+        return None
+    negated, body, low, high, plus = m.groups()
+    bad = re.compile(f"[{'' if negated else '^'}{body}]").search
+    low_n, high_n = (1, None) if plus else (int(low), int(high))
+
+    def check(values: list[Any]) -> bool:
+        if not values:
+            return True
+        try:
+            joined = "".join(values)
+        except TypeError:  # a value that is not a string
+            return False
+        lengths = list(map(len, values))
+        if min(lengths) < low_n or (high_n is not None and max(lengths) > high_n):
+            return False
+        return bad(joined) is None
 
     return check
 

@@ -224,3 +224,22 @@ def test_compile_check_refuses_keywords_it_does_not_implement() -> None:
         compile_check(ROOT, {"type": "string", "format": "email"})
     with pytest.raises(ValueError, match="does not implement"):
         compile_check(ROOT, {"oneOf": [{"type": "string"}]})
+
+
+CLASS_PATTERNS = [r"^[^\u0000-\u001f\u007f-\u009f]{1,200}$(?!\n)", r"^[0-9]{2,10}$(?!\n)",
+                  r"^[a-c]+$(?!\n)", r"^[^\]x]{0,3}$(?!\n)"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CLASS_PATTERNS),
+       st.lists(st.one_of(st.text(alphabet=st.sampled_from("ab09x]\n\x00\x7f\x9f é"),
+                                  max_size=12), st.integers(), st.none()), max_size=6))
+def test_single_class_columns_agree_with_re_search(pattern: str, values: list) -> None:
+    """The column trick for `^[CLASS]{m,n}$` says exactly what re.search says per value."""
+    import re
+
+    from reconciler.schema import _one_class
+    check = _one_class(pattern)
+    assert check is not None
+    expected = all(isinstance(v, str) and re.search(pattern, v) for v in values)
+    assert check(values) == expected
