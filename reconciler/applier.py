@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler import mirror as mir
@@ -26,6 +26,7 @@ from reconciler.model import (
     CurrentAccount,
     Mirror,
     Role,
+    is_iso_date,
     status_on,
 )
 from reconciler.plan import ORDER, Action, Kind, Plan
@@ -243,19 +244,10 @@ def _check_sides(plan: Plan, action: Action) -> None:
 def _check_cr_values(plan: Plan, action: Action, cr: dict[str, Any]) -> None:
     """Values of a CR service that check_records (the desired-file schema) lets through."""
     date_ = cr["activation_date"]
-    if date_ is not None and not _is_iso_date(date_):
+    if date_ is not None and not is_iso_date(date_):
         _refuse(plan, action, f"activation_date {date_!r} is not a date such as 2026-12-01")
     if cr["status"] not in ("active", "pending"):
         _refuse(plan, action, "its status must be active or pending")
-
-
-def _is_iso_date(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) != 10:
-        return False
-    try:
-        return date.fromisoformat(value).isoformat() == value
-    except ValueError:
-        return False
 
 
 def _expect_after(plan: Plan, action: Action, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -362,8 +354,8 @@ class Applier:
 
     def apply(self, plan: Plan, current: CurrentAccount, mirror: Mirror) -> Outcome:
         outcome = Outcome(account=plan.account, counts=plan.summary(), serial=current.serial)
-        _check_sequence(plan)  # before terminating: terminate_account must be alone
         if plan.terminates:
+            _check_sequence(plan)  # terminate_account must be alone (execute checks others)
             return self._terminate(plan, current, mirror, outcome)
         new_state, audit = execute(plan, current, self.today, self.actor,
                                    lambda: lineage_for(plan))

@@ -10,6 +10,7 @@ built; every change produces a new record.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import Any, TypedDict
 
@@ -87,6 +88,20 @@ class UserRecord(TypedDict):
 DETAIL_FIELDS = ("username", "first_name", "last_name", "email", "extension", "phone_number",
                  "profile", "location", "roles")
 CR_FIELDS = ("product", "activation_date", "prevent_remove")
+
+
+PRODUCTS = frozenset(p.value for p in Product)
+
+
+def is_iso_date(value: Any) -> bool:
+    """A real calendar date written exactly YYYY-MM-DD (fromisoformat alone also takes
+    '20261201' and week dates, which no file of crctl's uses)."""
+    if type(value) is not str or len(value) != 10:
+        return False
+    try:
+        return date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
 
 
 def status_on(activation_date: str | None, today: str) -> str:

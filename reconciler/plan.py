@@ -11,7 +11,9 @@ import contextlib
 import errno
 import hashlib
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from reconciler import __version__
 from reconciler.errors import InputError, StalePlanError
 from reconciler.loader import printable
-from reconciler.model import Product
+from reconciler.model import PRODUCTS
 
 FORMAT_VERSION = "1"
 ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: "$" would accept "acme\n"
@@ -147,9 +149,6 @@ def save(path: str, text: str) -> None:
     an existing file's mode (say 0644) or other hard links never see the new content.
     """
     shown = printable(path)  # a hostile file name must not forge lines
-    import os
-    import tempfile
-
     directory = os.path.dirname(path) or "."
     tmp = None
     try:
@@ -233,7 +232,6 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
     return plan
 
 
-PRODUCTS = frozenset(str(p) for p in Product)
 CR_SIDES = {Kind.REMOVE: ("before",), Kind.CHANGE: ("before", "after"),
             Kind.ENABLE: ("after",)}
 

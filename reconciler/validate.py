@@ -13,14 +13,20 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
 from operator import itemgetter
 from pathlib import Path as FsPath
 from typing import Any
 
 from reconciler.errors import Diagnostic, ValidationFailed
 from reconciler.loader import Document, Path, field_path, load_file, printable
-from reconciler.model import CR_PROFILES, DesiredAccount, Role, UserRecord, status_on
+from reconciler.model import (
+    CR_PROFILES,
+    DesiredAccount,
+    Role,
+    UserRecord,
+    is_iso_date,
+    status_on,
+)
 from reconciler.schema import compile_check, invalid_items, load_schema, resolve, validator
 
 SCHEMA_NAME = "account.schema.json"
@@ -216,7 +222,7 @@ def _check_users(
         activation = cr.get("activation_date")
         if activation is None:
             cr["activation_date"] = None
-        elif not _is_date(activation):
+        elif not is_iso_date(activation):
             problems.append(Problem(("users", name, "call_recording", "activation_date"),
                                     f"{activation!r} is not a valid date"))
         if "prevent_remove" not in cr:
@@ -287,7 +293,7 @@ def _check_bad_users(raw_users: dict[str, Any], bad: set[str], renames: dict[str
         if type(cr) is dict:
             activation = cr.get("activation_date")
             if activation is not None and checks.activation_date([activation]) \
-                    and not _is_date(activation):
+                    and not is_iso_date(activation):
                 problems.append(Problem(("users", name, "call_recording", "activation_date"),
                                         f"{activation!r} is not a valid date"))
             if _sound(raw, "profile") and raw["profile"] not in CR_PROFILES:
@@ -356,14 +362,6 @@ def _roles_unknown(doc: Document, data: dict[str, Any]) -> bool:
         return True
     return any(p[:1] == ("users",) and (len(p) <= 2 or p[2] == "roles")
                for p in (*doc.unread, *doc.partial))
-
-
-def _is_date(text: str) -> bool:
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- explaining schema failures -------------------------------------------------------

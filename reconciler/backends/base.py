@@ -65,11 +65,6 @@ class Backend(ABC):
         """Replace the MIR mirror."""
 
     @abstractmethod
-    def append_audit(self, account: str, entries: list[dict[str, Any]]) -> None:
-        """Append audit entries (one JSON line each) that go with no account write; entries
-        of an account write go through `write_account`, which survives a crash."""
-
-    @abstractmethod
     def lock(self, account: str, who: str, operation: str,
              timeout: float) -> AbstractContextManager[LockInfo]:
         """Hold the account's lock for the duration of the `with` block. On entry, it

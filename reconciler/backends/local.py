@@ -37,14 +37,22 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from itertools import chain, compress, repeat
 from operator import eq, gt, itemgetter
 from typing import Any
 
 from reconciler.backends.base import Backend, LockInfo, check_account_id
 from reconciler.errors import LockedError, StalePlanError, StateError
-from reconciler.model import CurrentAccount, Mirror, Product, Profile, Role, Status
+from reconciler.model import (
+    PRODUCTS,
+    CurrentAccount,
+    Mirror,
+    Profile,
+    Role,
+    Status,
+    is_iso_date,
+)
 
 STATE_FORMAT = 1
 USER_KEYS = frozenset(("username", "first_name", "last_name", "email", "extension",
@@ -298,12 +306,6 @@ class LocalBackend(Backend):
         _atomic_write(path, _dumps({"format_version": STATE_FORMAT, "account": mirror.account,
                                     "users": mirror.users, "recordings": mirror.recordings}))
 
-    def append_audit(self, account: str, entries: list[dict[str, Any]]) -> None:
-        if entries:
-            path = self.audit_path(account)
-            self._check_dirs(os.path.dirname(path), create=True)
-            _append(path, "".join(_audit_line(e) + "\n" for e in entries))
-
     # -- locking ----------------------------------------------------------------------
     @contextmanager
     def lock(self, account: str, who: str, operation: str,
@@ -507,7 +509,6 @@ _audit_line = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 # -- the account file's shape ------------------------------------------------------------
 
-PRODUCTS = frozenset(p.value for p in Product)
 PROFILES = frozenset(p.value for p in Profile)
 ROLES = frozenset(r.value for r in Role)
 STATUSES = frozenset(s.value for s in Status)
@@ -526,7 +527,6 @@ _STR = frozenset((str,))
 FIELD_TYPES = (*[_STR] * len(STR_FIELDS), _STR, *[_STR_OR_NONE] * len(OPTIONAL_FIELDS),
                frozenset((list,)), frozenset((dict, type(None))))
 CR_TYPES = (_STR, _STR_OR_NONE, frozenset((bool,)), _STR)
-ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 USER_ID = re.compile(r"u([0-9]+)\Z")
 
 
@@ -594,7 +594,7 @@ def _users_ok(users: dict[str, Any], next_id: int) -> bool:
         dates = set(values[1::4])
         dates.discard(None)
         if not (PRODUCTS.issuperset(values[0::4]) and STATUSES.issuperset(values[3::4])
-                and all(map(_is_date, dates))):
+                and all(map(is_iso_date, dates))):
             return False
     except (KeyError, TypeError):  # a missing key; an unhashable value in a set check
         return False
@@ -674,23 +674,13 @@ def _service_problem(cr: Any) -> str | None:
     if type(cr["prevent_remove"]) is not bool:
         return f".prevent_remove must be true or false, got {_shown(cr['prevent_remove'])}"
     when = cr["activation_date"]
-    if when is not None and not (type(when) is str and _is_date(when)):
+    if when is not None and not (type(when) is str and is_iso_date(when)):
         return f".activation_date must be an ISO date (YYYY-MM-DD) or null, got {_shown(when)}"
     return None
 
 
 def _member(value: Any, allowed: frozenset[str]) -> bool:
     return type(value) is str and value in allowed
-
-
-def _is_date(text: str) -> bool:
-    if not ISO_DATE.match(text):
-        return False
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _shown(value: Any) -> str:
