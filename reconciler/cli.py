@@ -20,6 +20,7 @@ from reconciler import __version__
 from reconciler.backends.base import Backend
 from reconciler.errors import CrctlError, InputError, ValidationFailed
 from reconciler.loader import printable
+from reconciler.render.common import counted
 
 EXIT_ERROR = 1
 
@@ -276,7 +277,7 @@ def sync(ctx: Context, account: str, lock_timeout: str) -> None:
     outcome = service.sync(backend_of(ctx), account, today(), ctx.actor,
                            service.parse_duration(lock_timeout))
     activated = outcome.counts.get("activate", 0)
-    click.echo(f"Sync complete: {activated} pending service{'' if activated == 1 else 's'} "
+    click.echo(f"Sync complete: {counted(activated, 'pending service')} "
                f"activated; MIR mirror {outcome.mirror_upserts} upserted, "
                f"{outcome.mirror_deletes} deleted.")
 
@@ -332,7 +333,7 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
     else:
         width = shutil.get_terminal_size((100, 24)).columns
         click.echo(userlist.as_table(selected, width), nl=False)
-        click.echo(f"{len(selected)} CR user{'' if len(selected) == 1 else 's'}.", err=True)
+        click.echo(f"{counted(len(selected), 'CR user')}.", err=True)
 
 
 @cli.command("import")
@@ -382,8 +383,6 @@ def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str) -> No
 
     outcome = service.terminate(backend_of(ctx), account, confirm, today(), ctx.actor,
                                 service.parse_duration(lock_timeout))
-    from reconciler.render.common import counted
-
     deleted = outcome.terminated or {}
     click.echo(f"Terminated account {account}: {counted(deleted.get('users', 0), 'user')}, "
                f"{counted(deleted.get('cr_users', 0), 'CR service')} and "

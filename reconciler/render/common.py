@@ -22,10 +22,6 @@ SIGNS = {Kind.CREATE_ACCOUNT: "+", Kind.REMOVE: "-", Kind.DELETE_USER: "-", Kind
          Kind.TERMINATE_ACCOUNT: "-"}
 
 
-def _users(n: int) -> str:
-    return "user" if n == 1 else "users"
-
-
 def counted(n: int, noun: str) -> str:
     """'1 user', '2 users', '0 recordings': the plural for every count but 1."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -36,13 +32,13 @@ def summary_line(plan: Plan) -> str:
     if plan.terminates:
         counts = plan.actions[0].before or {}
         users, recordings = counts.get("users", 0), counts.get("recordings", 0)
-        return (f"Plan: terminate account {plan.account} ({users} {_users(users)}, "
-                f"{recordings} recording{'' if recordings == 1 else 's'} will be deleted).")
+        return (f"Plan: terminate account {plan.account} ({counted(users, 'user')}, "
+                f"{counted(recordings, 'recording')} will be deleted).")
     if not plan.has_changes:
         return f"No changes. Account {plan.account} matches the desired state."
     s = plan.summary()
     return (f"Plan: {s['enable']} to enable, {s['change']} to change, {s['remove']} to "
-            f"remove; {s['add_user']} {_users(s['add_user'])} to add, {s['update_user']} to "
+            f"remove; {counted(s['add_user'], 'user')} to add, {s['update_user']} to "
             f"update, {s['delete_user']} to delete.")
 
 

@@ -55,12 +55,9 @@ def _head(plan: Plan) -> list[str]:
     for kind, label in ((Kind.REMOVE, "CR removed from"), (Kind.DELETE_USER, "Deleted")):
         actions = plan.of_kind(kind)
         if actions:
-            names = ", ".join(f"`{a.user}`" for a in actions[:CALLOUT_NAMES])
-            more = f" and {len(actions) - CALLOUT_NAMES} more" if len(
-                actions) > CALLOUT_NAMES else ""
             out += ["> [!WARNING]",
-                    f"> **{label} {len(actions)} user{'s' if len(actions) != 1 else ''}:** "
-                    f"{names}{more}. Recordings are kept.", ""]
+                    f"> **{label} {counted(len(actions), 'user')}:** "
+                    f"{_names([a.user or '' for a in actions])}. Recordings are kept.", ""]
     return out
 
 
