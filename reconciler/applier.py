@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler import mirror as mir
-from reconciler.backends.base import Backend
-from reconciler.backends.local import now_iso
+from reconciler.backends.base import Backend, new_change
 from reconciler.errors import ActorNotAllowedError, InputError, StalePlanError
+from reconciler.interrupts import deferred_interrupts
 from reconciler.model import (
     CR_FIELDS,
     CR_MANAGER_ROLES,
@@ -31,6 +31,7 @@ from reconciler.model import (
 )
 from reconciler.plan import ORDER, Action, Kind, Plan
 from reconciler.render.common import counted
+from reconciler.runtime import now_iso
 
 
 @dataclass
@@ -44,6 +45,13 @@ class Outcome:
     mirror_deletes: int = 0
     serial: int = 0
     wrote: bool = False
+    interrupted: bool = False  # Ctrl-C came while the commit ran (held back until it ended)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented `--format json` shape of an apply, sync or termination."""
+        return {"account": self.account, "serial": self.serial, "wrote": self.wrote,
+                "counts": dict(self.counts), "terminated": self.terminated,
+                "mirror": {"upserted": self.mirror_upserts, "deleted": self.mirror_deletes}}
 
 
 def complete_line(outcome: Outcome) -> str:
@@ -347,10 +355,11 @@ def _instant(text: Any) -> datetime | None:
 class Applier:
     """Writes an executed plan through a backend, in crash-safe order."""
 
-    def __init__(self, backend: Backend, today: str, actor: str):
+    def __init__(self, backend: Backend, today: str, actor: str, operation: str = "apply"):
         self.backend = backend
         self.today = today
         self.actor = actor
+        self.operation = operation
 
     def apply(self, plan: Plan, current: CurrentAccount, mirror: Mirror) -> Outcome:
         outcome = Outcome(account=plan.account, counts=plan.summary(), serial=current.serial)
@@ -359,22 +368,41 @@ class Applier:
             return self._terminate(plan, current, mirror, outcome)
         new_state, audit = execute(plan, current, self.today, self.actor,
                                    lambda: lineage_for(plan))
-        if new_state.serial != current.serial:
-            # the audit entries commit with the account file (the backend journals them,
-            # so a crash right after the commit cannot lose them)
-            self.backend.write_account(new_state, current.serial, audit)
-            outcome.wrote = True
         outcome.serial = new_state.serial
-        self.sync_mirror(new_state, mirror, outcome)
+        if new_state.serial != current.serial:
+            # one compare-and-swap: the account, its audit entries and the new MIR mirror
+            # commit together (DESIGN §3.2)
+            new_mirror = self.mirror_for(new_state, mirror, outcome)
+            with deferred_interrupts(reraise=False) as held:
+                self.backend.write_account(new_state, current.lineage, current.serial,
+                                           audit, new_mirror,
+                                           new_change(self.actor, self.operation))
+            outcome.wrote = True
+            outcome.interrupted = held.interrupted
+        else:
+            with deferred_interrupts(reraise=False) as held:
+                self.sync_mirror(new_state, mirror, outcome)
+            outcome.interrupted = held.interrupted
         return outcome
 
-    def sync_mirror(self, state: CurrentAccount, mirror: Mirror, outcome: Outcome) -> None:
+    def mirror_for(self, state: CurrentAccount, mirror: Mirror,
+                   outcome: Outcome | None = None) -> Mirror | None:
+        """The MIR mirror `state` implies on this day, or None if `mirror` already is it;
+        counts the upserts and deletes into `outcome`."""
         expected = mir.project(state.users, self.today)
-        if expected != mirror.users:
+        if expected == mirror.users:
+            return None
+        if outcome is not None:
             outcome.mirror_upserts = sum(1 for k, v in expected.items()
                                          if mirror.users.get(k) != v)
             outcome.mirror_deletes = sum(1 for k in mirror.users if k not in expected)
-            self.backend.write_mirror(Mirror(state.account, expected, mirror.recordings))
+        return Mirror(state.account, expected, mirror.recordings)
+
+    def sync_mirror(self, state: CurrentAccount, mirror: Mirror, outcome: Outcome) -> None:
+        """Repair the MIR mirror alone (the portal is already right)."""
+        new_mirror = self.mirror_for(state, mirror, outcome)
+        if new_mirror is not None:
+            self.backend.write_mirror(new_mirror)
 
     def _terminate(self, plan: Plan, current: CurrentAccount, mirror: Mirror,
                    outcome: Outcome) -> Outcome:
@@ -383,8 +411,10 @@ class Applier:
                   "recordings": len(mirror.recordings)}
         # tombstone first, then the deletion: a tombstone that cannot be written stops the
         # termination before anything is deleted
-        self.backend.terminate_account(plan.account, {
-            "account": plan.account, "terminated_at": now_iso(), "actor": self.actor,
-            "lineage": current.lineage, "deleted": counts})
+        with deferred_interrupts(reraise=False) as held:
+            self.backend.terminate(plan.account, {
+                "account": plan.account, "terminated_at": now_iso(), "actor": self.actor,
+                "lineage": current.lineage, "deleted": counts})
+        outcome.interrupted = held.interrupted
         outcome.terminated = counts
         return outcome

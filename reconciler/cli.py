@@ -9,32 +9,83 @@ prints a Python traceback unless CRCTL_DEBUG is set.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any, TypeVar
 
 import click
 
 from reconciler import __version__
-from reconciler.backends.base import Backend
+from reconciler.backends import Backend, open_backend
 from reconciler.errors import CrctlError, InputError, ValidationFailed
 from reconciler.loader import printable
 from reconciler.render.common import counted
 
 EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Context:
-    """Global options, resolved once."""
+    """Global options (given before or after the command name), resolved on first use:
+    command line, then environment, then crctl.toml, then the default (DESIGN §3.1)."""
 
-    state_dir: str
-    actor: str | None
+    options: dict[str, str] = field(default_factory=dict)
+    _backend: Backend | None = None
 
     @property
     def today(self) -> str:
         return today()
+
+    def config(self) -> Any:
+        from reconciler import config
+
+        return config.resolve(self.options.get("state"))
+
+    @property
+    def actor(self) -> str | None:
+        return (self.options.get("actor") or os.environ.get("CRCTL_ACTOR")
+                or self.config().actor)
+
+    def backend(self) -> Backend:
+        if self._backend is None:
+            settings = self.config()
+            self._backend = open_backend(settings.state, pg_schema=settings.pg_schema)
+        return self._backend
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Store a global option wherever it was given (group or command); the last wins."""
+    if value is not None:
+        root = ctx.find_root()
+        if root.obj is None:
+            root.obj = Context()
+        name = "state" if param.name in ("state", "state_dir") else str(param.name)
+        root.obj.options[name] = value
+
+
+def global_options(func: F) -> F:
+    """--state/--state-dir/--actor, accepted before or after the command name."""
+    func = click.option("--actor", metavar="USER", expose_value=False, callback=_remember,
+                        help="Who applies: a Decision Maker or Phone Manager "
+                             "(env CRCTL_ACTOR; crctl.toml actor).")(func)
+    func = click.option("--state-dir", metavar="DIR", expose_value=False,
+                        callback=_remember, help="Same as --state, for a directory "
+                                                 "(env CRCTL_STATE_DIR).")(func)
+    func = click.option("--state", metavar="LOCATION", expose_value=False,
+                        callback=_remember,
+                        help="State: a directory or a postgresql:// URL (env CRCTL_STATE; "
+                             "crctl.toml state; default .crctl).")(func)
+    return func
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
 
 
 def today() -> str:
@@ -52,14 +103,25 @@ def color_enabled() -> bool:
     return "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OrderedGroup(click.Group):
+    """Lists commands in workflow order, not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        known = [c for c in COMMAND_ORDER if c in self.commands]
+        return known + sorted(c for c in self.commands if c not in COMMAND_ORDER)
+
+
+COMMAND_ORDER = ("validate", "plan", "show", "apply", "sync", "users", "import", "accounts",
+                 "history", "audit", "terminate", "force-unlock", "init", "migrate-state",
+                 "schema", "explain", "report")
+
+
+@click.group(cls=OrderedGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="crctl")
-@click.option("--state-dir", envvar="CRCTL_STATE_DIR", default=".crctl", show_default=True,
-              metavar="DIR", help="State directory (env CRCTL_STATE_DIR).")
-@click.option("--actor", envvar="CRCTL_ACTOR", metavar="USER",
-              help="Who applies: a Decision Maker or Phone Manager (env CRCTL_ACTOR).")
+@global_options
 @click.pass_context
-def cli(ctx: click.Context, state_dir: str, actor: str | None) -> None:
+def cli(ctx: click.Context) -> None:
     """Manage MiCloud Connect Call Recording as code.
 
     Declare users and their CR product in YAML, review `crctl plan`, then `crctl apply`.
@@ -70,13 +132,22 @@ def cli(ctx: click.Context, state_dir: str, actor: str | None) -> None:
       crctl plan accounts/acme.yaml --out acme.plan
       crctl apply acme.plan
       crctl users acme --filter product=always-on
+
+    \b
+    Environment: CRCTL_STATE, CRCTL_STATE_DIR, CRCTL_ACTOR, CRCTL_TODAY (an ISO date that
+    replaces today), CRCTL_DEBUG (tracebacks), NO_COLOR. Configuration: the nearest
+    crctl.toml (state, pg_schema, actor).
     """
-    ctx.obj = Context(state_dir=state_dir, actor=actor)
+    if ctx.obj is None:
+        ctx.obj = Context()
 
 
 @cli.command()
+@global_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def validate(paths: tuple[str, ...]) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def validate(paths: tuple[str, ...], fmt: str) -> None:
     """Check desired-state files offline (directories: every *.yaml / *.yml).
 
     Prints every problem of every file as PATH:LINE:COL: error: FIELD: message and
@@ -98,8 +169,13 @@ def validate(paths: tuple[str, ...]) -> None:
             load_desired(path, today())
         except ValidationFailed as exc:
             failed.append(exc)
+    diagnostics = [d for f in failed for d in f.diagnostics]
+    if fmt == "json":
+        emit_json({"valid": not failed, "files": len(files), "errors": [
+            {"path": d.path, "line": d.line, "column": d.column, "field": d.field,
+             "message": d.message} for d in diagnostics]})
+        sys.exit(EXIT_ERROR if failed else 0)
     if failed:
-        diagnostics = [d for f in failed for d in f.diagnostics]
         for diagnostic in diagnostics:
             click.echo(str(diagnostic), err=True)
         click.echo(f"{len(diagnostics)} problem(s) in {len(failed)} of {len(files)} file(s).",
@@ -113,10 +189,14 @@ FORMATS = click.Choice(["text", "json", "markdown"])
 
 
 def backend_of(ctx: Context) -> Backend:
-    """The embedded default backend: the local state directory."""
-    from reconciler.backends.local import LocalBackend
+    """The backend the global options, environment or crctl.toml name."""
+    return ctx.backend()
 
-    return LocalBackend(ctx.state_dir)
+
+def state_header(backend: Backend) -> str:
+    """The first line of human output of a command that read the state (DESIGN §3.1)."""
+    empty = "" if backend.exists() else " (empty: nothing applied here yet)"
+    return printable(f"State: {backend.location}{empty}") + "\n"
 
 
 def render(plans: list, fmt: str, *, as_list: bool) -> str:
@@ -134,6 +214,7 @@ def render(plans: list, fmt: str, *, as_list: bool) -> str:
 
 
 @cli.command()
+@global_options
 @click.argument("path", type=click.Path())
 @click.option("--out", "out", type=click.Path(dir_okay=False), metavar="PLANFILE",
               help="Save the plan (JSON) for `crctl apply PLANFILE`.")
@@ -172,12 +253,15 @@ def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: 
         from reconciler.plan import dumps, save
 
         save(out, dumps(plans, as_list=as_list))
+    if fmt == "text":
+        click.echo(state_header(backend), nl=False)
     click.echo(render(plans, fmt, as_list=as_list), nl=False)
     if detailed_exitcode and any(p.has_changes for p in plans):
         sys.exit(2)
 
 
 @cli.command()
+@global_options
 @click.argument("planfile", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 def show(planfile: str, fmt: str) -> None:
@@ -199,16 +283,20 @@ def _is_list(planfile: str) -> bool:
 
 
 @cli.command()
+@global_options
 @click.argument("path", type=click.Path())
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Override the safety limits.")
 @click.option("--checksum", metavar="SHA256",
               help="With a saved plan: the checksum it must have (from the reviewed plan).")
 @click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
-              help="How long to wait for the account lock (e.g. 1s, 2m).")
+              help="How long to wait for the account lock (e.g. 1s, 2m, 1m30s).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: the outcome as JSON (implies no prompt "
+                                      "output; combine with --auto-approve).")
 @click.pass_obj
 def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: str | None,
-          lock_timeout: str) -> None:
+          lock_timeout: str, fmt: str) -> None:
     """Apply desired state (PATH: file or directory) or exactly a saved plan (PLANFILE).
 
     With PATH: plans, shows the plan and asks for 'yes' unless --auto-approve. With a
@@ -222,22 +310,54 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
       CRCTL_ACTOR=jdoe crctl apply acme.plan --checksum 3f5a...
     """
     from reconciler import service
-    from reconciler.applier import complete_line
 
     timeout = service.parse_duration(lock_timeout)
-    run = service.ApplyRun(backend_of(ctx), today(), ctx.actor, force, timeout)
+    backend = backend_of(ctx)
+    run = service.ApplyRun(backend, today(), ctx.actor, force, timeout)
 
     def show_plans(plans: list) -> None:
+        if fmt == "json":
+            return
+        click.echo(state_header(backend), nl=False)
         click.echo(render(plans, "text", as_list=False), nl=False)
 
-    if service.is_plan_file(path):
-        from reconciler.plan import load
+    try:
+        if service.is_plan_file(path):
+            from reconciler.plan import load
 
-        outcomes = run.from_plan_file(load(path, checksum), show_plans)
+            outcomes = run.from_plan_file(load(path, checksum), show_plans)
+        else:
+            if checksum:
+                raise InputError("--checksum applies to a saved plan, not to a desired-state "
+                                 "file")
+            outcomes = run.from_desired([path], show_plans, lambda: _confirm(auto_approve))
+    except KeyboardInterrupt:
+        if not run.committed:
+            raise  # nothing written: exit 130
+        outcomes, interrupted = run.committed, True
     else:
-        if checksum:
-            raise InputError("--checksum applies to a saved plan, not to a desired-state file")
-        outcomes = run.from_desired([path], show_plans, lambda: _confirm(auto_approve))
+        interrupted = False
+    try:
+        _report_apply(outcomes, fmt)
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        applied = ", ".join(f"{o.account} (serial {o.serial})" for o in outcomes)
+        left = [a for a in run.to_apply if a not in {o.account for o in outcomes}]
+        if not left:
+            click.echo(f"Interrupted, but the apply had committed: {applied}.", err=True)
+            return
+        click.echo(f"Interrupted after committing {applied}; not applied: "
+                   f"{', '.join(left)}. Plan again to see what is left.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _report_apply(outcomes: list[Any], fmt: str) -> None:
+    from reconciler.applier import complete_line
+
+    if fmt == "json":
+        emit_json({"applied": [o.to_json() for o in outcomes], "changed": bool(outcomes)})
+        return
     if not outcomes:
         click.echo("No changes.")
         return
@@ -249,23 +369,28 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
 
 
 def _confirm(auto_approve: bool) -> bool:
+    """The prompt, read by hand: click.prompt turns Ctrl-C into the same Abort as a
+    missing terminal, and Ctrl-C must exit 130 (nothing was written)."""
     if auto_approve:
         return True
     click.echo("")
-    try:
-        answer = click.prompt("Apply these actions? Only 'yes' will be accepted",
-                              default="", show_default=False, prompt_suffix=": ")
-    except click.exceptions.Abort:
+    click.echo("Apply these actions? Only 'yes' will be accepted: ", nl=False)
+    sys.stdout.flush()
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    if not answer:
         raise InputError("Apply cancelled: no answer (no terminal?); use --auto-approve or "
-                         "apply a saved plan in CI") from None
+                         "apply a saved plan in CI")
     return answer.strip() == "yes"
 
 
 @cli.command()
+@global_options
 @click.argument("account")
 @click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
 @click.pass_obj
-def sync(ctx: Context, account: str, lock_timeout: str) -> None:
+def sync(ctx: Context, account: str, lock_timeout: str, fmt: str) -> None:
     """Re-sync the MIR mirror from the portal and activate due pending services.
 
     \b
@@ -276,6 +401,9 @@ def sync(ctx: Context, account: str, lock_timeout: str) -> None:
 
     outcome = service.sync(backend_of(ctx), account, today(), ctx.actor,
                            service.parse_duration(lock_timeout))
+    if fmt == "json":
+        emit_json(outcome.to_json())
+        return
     activated = outcome.counts.get("activate", 0)
     click.echo(f"Sync complete: {counted(activated, 'pending service')} "
                f"activated; MIR mirror {outcome.mirror_upserts} upserted, "
@@ -283,11 +411,19 @@ def sync(ctx: Context, account: str, lock_timeout: str) -> None:
 
 
 @cli.command("force-unlock")
+@global_options
 @click.argument("account")
 @click.argument("lock_id")
+@click.option("--force", is_flag=True,
+              help="Remove the lock even though its holder is alive (PostgreSQL: ends the "
+                   "holder's session).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
 @click.pass_obj
-def force_unlock(ctx: Context, account: str, lock_id: str) -> None:
-    """Remove an account's lock left by a run that is gone (the id must match).
+def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str) -> None:
+    """Remove an account's lock whose holder is gone (the id must match).
+
+    Refused with exit 4 while the holder is alive, unless --force.
 
     \b
     Example:
@@ -295,11 +431,15 @@ def force_unlock(ctx: Context, account: str, lock_id: str) -> None:
     """
     from reconciler.backends.base import check_account_id
 
-    holder = backend_of(ctx).force_unlock(check_account_id(account), lock_id)
-    click.echo(f"Removed {holder.describe()}.")
+    holder = backend_of(ctx).force_unlock(check_account_id(account), lock_id, force)
+    if fmt == "json":
+        emit_json({"removed": holder.to_json()})
+        return
+    click.echo(printable(f"Removed {holder.describe()}."))
 
 
 @cli.command()
+@global_options
 @click.argument("account")
 @click.option("--search", metavar="TEXT", help="Case-insensitive substring of any column.")
 @click.option("--filter", "filters", multiple=True, metavar="COLUMN=VALUE",
@@ -337,6 +477,7 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
 
 
 @cli.command("import")
+@global_options
 @click.argument("account")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write to FILE instead of standard output.")
@@ -364,12 +505,15 @@ def import_(ctx: Context, account: str, out: str | None) -> None:
 
 
 @cli.command()
+@global_options
 @click.argument("account")
 @click.option("--confirm", required=True, metavar="ACCOUNT",
               help="Repeat the account id to confirm.")
 @click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
 @click.pass_obj
-def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str) -> None:
+def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str, fmt: str) -> None:
     """Terminate an account now: delete every user, the MIR mirror and ALL recordings.
 
     Decision Maker only. Leaves a tombstone without personal data in terminated.jsonl;
@@ -383,11 +527,131 @@ def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str) -> No
 
     outcome = service.terminate(backend_of(ctx), account, confirm, today(), ctx.actor,
                                 service.parse_duration(lock_timeout))
+    if fmt == "json":
+        emit_json(outcome.to_json())
+        return
     deleted = outcome.terminated or {}
     click.echo(f"Terminated account {account}: {counted(deleted.get('users', 0), 'user')}, "
                f"{counted(deleted.get('cr_users', 0), 'CR service')} and "
                f"{counted(deleted.get('recordings', 0), 'recording')} deleted, with the MIR "
                "mirror, audit log and backups.")
+
+
+@cli.command()
+@global_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def accounts(ctx: Context, fmt: str) -> None:
+    """Every account in the state: id, users, CR users, serial, last change.
+
+    \b
+    Example:
+      crctl accounts --format json
+    """
+    backend = backend_of(ctx)
+    found = backend.accounts()
+    if fmt == "json":
+        emit_json([a.to_json() for a in found])
+        return
+    click.echo(state_header(backend), nl=False)
+    rows = [("ACCOUNT", "USERS", "CR USERS", "SERIAL", "LAST CHANGE")]
+    rows += [(a.account, str(a.users), str(a.cr_users), str(a.serial), a.last_change or "-")
+             for a in found]
+    click.echo(_table(rows), nl=False)
+    click.echo(f"{counted(len(found), 'account')}.", err=True)
+
+
+@cli.command()
+@global_options
+@click.argument("account")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def history(ctx: Context, account: str, fmt: str) -> None:
+    """The account's versions: serial, time, actor, operation, action counts.
+
+    Versions marked readable can be written out with `crctl import ACCOUNT --serial N`.
+
+    \b
+    Example:
+      crctl history acme
+    """
+    from reconciler import service
+
+    backend = backend_of(ctx)
+    service.read_existing(backend, account)
+    versions = backend.history(account)
+    if fmt == "json":
+        emit_json([v.to_json() for v in versions])
+        return
+    click.echo(state_header(backend), nl=False)
+    rows = [("SERIAL", "TIME", "ACTOR", "OPERATION", "ACTIONS", "READABLE")]
+    rows += [(str(v.serial), v.time or "-", printable(v.actor or "-"), v.operation or "-",
+              ", ".join(f"{n} {k}" for k, n in sorted(v.counts.items())) or "-",
+              "yes" if v.readable else "no") for v in versions]
+    click.echo(_table(rows), nl=False)
+
+
+AUDIT_COLUMNS = ("time", "serial", "actor", "operation", "action", "user", "user_id")
+
+
+@cli.command()
+@global_options
+@click.argument("account")
+@click.option("--user", metavar="USERNAME", help="Only entries of this user.")
+@click.option("--since", metavar="DATE", help="Only entries on or after this ISO date.")
+@click.option("--until", metavar="DATE", help="Only entries on or before this ISO date.")
+@click.option("--action", "actions", multiple=True, metavar="KIND",
+              help="Only these actions (repeat): enable, change, remove, add_user, ...")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
+              show_default=True)
+@click.pass_obj
+def audit(ctx: Context, account: str, user: str | None, since: str | None,
+          until: str | None, actions: tuple[str, ...], fmt: str) -> None:
+    """The audit entries of an account, oldest first, filtered.
+
+    \b
+    Examples:
+      crctl audit acme --user jdoe
+      crctl audit acme --since 2026-11-01 --action remove --format csv
+    """
+    from reconciler.backends.base import AuditFilter, check_account_id
+    from reconciler.model import is_iso_date
+
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and not is_iso_date(value):
+            raise InputError(f"{name} {printable(value)!s}: expected an ISO date such as "
+                             "2026-12-01")
+    backend = backend_of(ctx)
+    entries = list(backend.audit(check_account_id(account), AuditFilter(
+        user=user, since=since, until=until, actions=frozenset(actions))))
+    if fmt == "json":
+        emit_json(entries)
+        return
+    if fmt == "csv":
+        from reconciler import userlist
+
+        click.echo(userlist.csv_text(AUDIT_COLUMNS, [
+            [_cell(e.get(c)) for c in AUDIT_COLUMNS] for e in entries]), nl=False)
+        return
+    click.echo(state_header(backend), nl=False)
+    rows = [tuple(c.upper() for c in AUDIT_COLUMNS)]
+    rows += [tuple(printable(_cell(e.get(c))) or "-" for c in AUDIT_COLUMNS) for e in entries]
+    click.echo(_table(rows), nl=False)
+    click.echo(f"{counted(len(entries), 'entry')}." if len(entries) == 1
+               else f"{len(entries)} entries.", err=True)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, two spaces apart (the cells are already inert)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                   + "\n" for r in rows)
 
 
 def main() -> None:
@@ -402,7 +666,10 @@ def main() -> None:
             click.echo(message if isinstance(exc, ValidationFailed) else f"Error: {message}",
                        err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_ERROR)
     except click.ClickException as exc:
@@ -410,7 +677,7 @@ def main() -> None:
         sys.exit(EXIT_ERROR)  # usage errors are invalid input (exit 2 means "changes")
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - last resort: never a traceback for users

@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import mirror as mir
 from reconciler import safety
 from reconciler.applier import Applier, Outcome, check_actor, check_fresh
-from reconciler.backends.base import Backend, check_account_id
-from reconciler.backends.local import default_who, now_iso
+from reconciler.backends.base import Backend, LockInfo, check_account_id, new_change
 from reconciler.errors import (
     CrctlError,
     InputError,
@@ -30,6 +30,7 @@ from reconciler.loader import printable
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
 from reconciler.plan import Action, Kind, Plan
 from reconciler.planner import make_plan
+from reconciler.runtime import default_who, now_iso
 from reconciler.validate import expand_paths, load_desired
 
 
@@ -81,22 +82,23 @@ def enforce(planned: list[Planned], force: bool) -> None:
 
 
 def parse_duration(text: str) -> float:
-    """'10s', '2m', '500ms', '1h' or plain seconds."""
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    """'10s', '2m', '1m30s', '500ms', '1h' or plain seconds ('2.5')."""
     raw = text.strip().lower()
-    for unit in ("ms", "s", "m", "h"):
-        if raw.endswith(unit):
-            number, scale = raw[: -len(unit)], units[unit]
-            break
-    else:
-        number, scale = raw, 1
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise InputError(f"invalid duration {text!r}: use e.g. 10s, 2m or 500ms") from None
-    if value < 0 or value != value:
-        raise InputError(f"invalid duration {text!r}")
+    value: float | None = None
+    if _PLAIN_NUMBER.fullmatch(raw):
+        value = float(raw)
+    elif raw and _DURATION.fullmatch(raw):
+        value = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(raw))
+    if value is None or value != value or value == float("inf"):
+        raise InputError(f"invalid duration {printable(text)!r}: use e.g. 10s, 2m, 1m30s or "
+                         "500ms")
     return value
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PLAIN_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
 
 
 def is_plan_file(path: str) -> bool:
@@ -111,14 +113,20 @@ def is_plan_file(path: str) -> bool:
     return head[:1] in (b"{", b"[")
 
 
+def wait_notice(account: str, holder: LockInfo | None) -> None:
+    """Said once per account while a run waits for its lock (DESIGN §3.2)."""
+    who = holder.describe() if holder else "another process"
+    print(printable(f"Waiting for the lock of account {account} (held by {who})..."),
+          file=sys.stderr, flush=True)
+
+
 @contextmanager
 def locked(backend: Backend, accounts: list[str], actor: str | None, operation: str,
-           timeout: float) -> Iterator[None]:
-    """Hold the locks of `accounts` (sorted, so two runs never wait on each other)."""
-    with ExitStack() as stack:
-        for account in sorted(set(accounts)):
-            stack.enter_context(backend.lock(account, default_who(actor), operation, timeout))
-        yield
+           timeout: float) -> Iterator[LockInfo]:
+    """Hold the locks of `accounts` (sorted by the backend, so two runs never wait on
+    each other in a cycle)."""
+    with backend.lock(accounts, default_who(actor), operation, timeout, wait_notice) as info:
+        yield info
 
 
 class ApplyRun:
@@ -131,6 +139,8 @@ class ApplyRun:
         self.actor = actor
         self.force = force
         self.lock_timeout = lock_timeout
+        self.committed: list[Outcome] = []  # what is written, whatever happens next
+        self.to_apply: list[str] = []  # the accounts with changes, once confirmed
 
     def from_desired(self, paths: list[str], show: Callable[[list[Plan]], None],
                      confirm: Callable[[], bool]) -> list[Outcome]:
@@ -147,7 +157,7 @@ class ApplyRun:
                 return []
             if not confirm():
                 raise CrctlError("Apply cancelled.")
-            return [self._apply(p) for p in planned if p.plan.has_changes]
+            return self._apply_all(planned)
 
     def from_plan_file(self, plans: list[Plan],
                        show: Callable[[list[Plan]], None]) -> list[Outcome]:
@@ -167,7 +177,7 @@ class ApplyRun:
                                        tuple(found)))
             enforce(planned, self.force)
             show(plans)
-            return [self._apply(p) for p in planned if p.plan.has_changes]
+            return self._apply_all(planned)
 
     def _check_not_altered(self, plan: Plan) -> None:
         """If the desired file the plan names is still there unchanged, the plan's actions
@@ -196,9 +206,19 @@ class ApplyRun:
                 f"account {plan.account}: plan was altered: its actions differ from what "
                 f"{path} (unchanged since planning) yields:\n{_differences(theirs, mine)}")
 
+    def _apply_all(self, planned: list[Planned]) -> list[Outcome]:
+        changing = [p for p in planned if p.plan.has_changes]
+        self.to_apply = [p.plan.account for p in changing]
+        return [self._apply(p) for p in changing]
+
     def _apply(self, planned: Planned) -> Outcome:
         applier = Applier(self.backend, self.today, self.actor or "")
-        return applier.apply(planned.plan, planned.current, planned.mirror)
+        outcome = applier.apply(planned.plan, planned.current, planned.mirror)
+        if outcome.wrote or outcome.terminated is not None:
+            self.committed.append(outcome)
+        if outcome.interrupted:
+            raise KeyboardInterrupt  # after the commit: the next account is not started
+        return outcome
 
 
 def _comparable(action: Action) -> dict[str, Any]:
@@ -265,22 +285,24 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
     with locked(backend, [account], actor, "sync", lock_timeout):
         current = read_existing(backend, account)
         mirror = backend.read_mirror(account)
-        applier = Applier(backend, today, actor or "crctl sync")
+        applier = Applier(backend, today, actor or "crctl sync", "sync")
         outcome = Outcome(account=account, serial=current.serial)
         due = mir.activate_due(current.users, today)
         state = current
         if due:
             state = replace(current, serial=current.serial + 1,
                             users={**current.users, **due})
-            backend.write_account(state, current.serial, [  # entries commit with it
+            backend.write_account(state, current.lineage, current.serial, [
                 {"time": now_iso(), "actor": actor or "crctl sync", "account": account,
                  "action": "activate", "user": u["username"], "user_id": uid,
                  "before": current.users[uid]["call_recording"],
                  "after": u["call_recording"], "plan_checksum": None}
-                for uid, u in due.items()])
+                for uid, u in due.items()], applier.mirror_for(state, mirror, outcome),
+                new_change(actor or "crctl sync", "sync"))
             outcome.counts = {"activate": len(due)}
             outcome.wrote = True
-        applier.sync_mirror(state, mirror, outcome)
+        else:
+            applier.sync_mirror(state, mirror, outcome)
         outcome.serial = state.serial
         return outcome
 
@@ -306,8 +328,8 @@ def terminate(backend: Backend, account: str, confirm: str, today: str, actor: s
                     lineage=current.lineage, serial=current.serial, actions=(
                         Action(Kind.TERMINATE_ACCOUNT, None, None, None, None),))
         check_actor(plan, current, actor)
-        return Applier(backend, today, actor or "").apply(plan, current, mirror)
+        return Applier(backend, today, actor or "", "terminate").apply(plan, current, mirror)
 
 
 def describe(backend: Backend) -> str:
-    return getattr(backend, "root", type(backend).__name__)
+    return backend.location

@@ -84,9 +84,14 @@ def as_json(selected: list[dict[str, str]]) -> str:
 def as_csv(selected: list[dict[str, str]]) -> str:
     """RFC 4180 CSV with "\\n" line ends. Not csv.writer: with lineterminator "\\n" it
     leaves a lone carriage return in a cell unquoted, which readers take as a row end."""
-    lines = [",".join(COLUMNS)]
-    for row in selected:
-        lines.append(",".join(_csv_field(_csv_safe(row[k])) for k in COLUMNS))
+    return csv_text(COLUMNS, [[row[k] for k in COLUMNS] for row in selected])
+
+
+def csv_text(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    """A header and rows as CSV, each cell guarded against formula injection."""
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join(_csv_field(_csv_safe(cell)) for cell in row))
     return "\n".join(lines) + "\n"
 
 

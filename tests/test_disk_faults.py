@@ -495,20 +495,21 @@ def test_failed_write_then_apply_leaves_no_backup_tmp(work: Path,
 
 def test_disk_full_while_writing_the_mirror(work: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    """The account file committed; the mirror write fails: the mirror stays as it was, the
-    next plan shows drift and the next apply repairs it (DESIGN §6)."""
+    """The new mirror is staged before the account file commits (DESIGN §3.2: one write);
+    a full disk while staging it commits nothing and leaves no temporary file."""
     state = work / "state"
     mirror_before = state_file(work, "mir").read_bytes()
     portal_before = state_file(work, "portal").read_bytes()
-    code, out, err, _ = apply_with_fault(work, monkeypatch, "write", errno.ENOSPC,
-                                         _tmp_of("mir", state))
+    staged = str(state_file(work, "mir")) + ".next"
+    code, out, err, _ = apply_with_fault(
+        work, monkeypatch, "write", errno.ENOSPC,
+        lambda fd, *rest: fd_path(fd).startswith(staged + ".tmp-"))
     assert code == 1, (code, out, err)
-    assert str(state_file(work, "mir")) in err and "no space left" in err.lower(), err
+    assert staged in err and "no space left" in err.lower(), err
     assert state_file(work, "mir").read_bytes() == mirror_before
-    assert state_file(work, "portal").read_bytes() != portal_before  # committed before
+    assert state_file(work, "portal").read_bytes() == portal_before  # nothing committed
     assert leftovers(state) == []
-    code, out, err = run_cli(work, "plan", "d2/acme.yaml", "--detailed-exitcode")
-    assert code == 2 and "MIR" in out, (code, out, err)
+    assert not os.path.exists(staged)
     _converges(work)
 
 

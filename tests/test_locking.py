@@ -347,11 +347,9 @@ def test_sigkill_during_apply_leaves_consistent_state(big: Big) -> None:
 CRASH_AFTER_COMMIT = textwrap.dedent("""
     import os, sys
     from reconciler.backends import local
-    original = local.LocalBackend.write_account
-    def write_account(self, *args, **kwargs):
-        original(self, *args, **kwargs)
+    def finish(self, *args, **kwargs):
         os._exit(137)  # the process dies right after the commit point
-    local.LocalBackend.write_account = write_account
+    local.LocalBackend._finish = finish
     from reconciler.cli import main
     sys.argv = ["crctl", *sys.argv[1:]]
     main()

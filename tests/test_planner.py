@@ -731,7 +731,7 @@ def test_recreating_a_terminated_account_needs_force(acme: World) -> None:
     assert "terminated" in result.stderr and "--force" in result.stderr
     forced = crctl("plan", again, "--force", "--detailed-exitcode", state=acme.state)
     assert forced.returncode == 2, forced.stderr
-    assert forced.stdout.splitlines()[1].startswith("  + create account")
+    assert forced.stdout.splitlines()[2].startswith("  + create account")
 
 
 def test_refusal_shows_a_share_above_the_limit() -> None:

@@ -1,7 +1,35 @@
-"""State backends: where the portal account, the MIR mirror, the audit log, locks and
-tombstones live. The planner never sees a backend; the CLI and applier do."""
+"""State backends: where the portal accounts, the MIR mirrors, the audit log, locks and
+tombstones live (DESIGN §3). The contract is `base.py`; `open_backend` is the only place
+that knows which backends exist, so nothing outside this package does."""
 
-from reconciler.backends.base import Backend, LockInfo
-from reconciler.backends.local import LocalBackend
+from __future__ import annotations
 
-__all__ = ["Backend", "LockInfo", "LocalBackend"]
+from reconciler.backends.base import Backend, LockInfo, check_account_id
+
+__all__ = ["Backend", "LockInfo", "check_account_id", "is_url", "open_backend"]
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(location: str) -> bool:
+    """Whether a state location names a database rather than a directory."""
+    return location.startswith(URL_SCHEMES)
+
+
+def open_backend(location: str, *, pg_schema: str | None = None) -> Backend:
+    """The backend a `--state` location names: a `postgresql://` (or `postgres://`) URL
+    -> PostgreSQL; anything else -> a local state directory."""
+    if is_url(location):
+        try:
+            from reconciler.backends.postgres import PostgresBackend
+        except ModuleNotFoundError as exc:
+            if exc.name != "reconciler.backends.postgres":
+                raise
+            from reconciler.errors import InputError
+
+            raise InputError("this version of crctl has no PostgreSQL backend; use a state "
+                             "directory") from None
+        return PostgresBackend(location, schema=pg_schema or "crctl")
+    from reconciler.backends.local import LocalBackend
+
+    return LocalBackend(location)

@@ -1,0 +1,354 @@
+"""The backend contract (reconciler/backends/base.py, DESIGN §3.2), checked against every
+backend of conftest.BACKENDS: reads, compare-and-swap on lineage and serial, audit and
+mirror in the same write, history, audit filters, accounts, locks (holder visible, wait
+then exit 4, dies with a killed holder, force-unlock rules), termination erasure and
+tombstones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from reconciler.backends import Backend
+from reconciler.backends.base import AuditFilter, LockInfo, new_change
+from reconciler.errors import CrctlError, InputError, LockedError, StalePlanError, StateError
+from reconciler.model import CurrentAccount, Mirror
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def user(username: str, ext: str, *, cr: str | None = "always-on",
+         roles: list[str] | None = None) -> dict[str, Any]:
+    return {"username": username, "first_name": f"First{username}", "last_name": "Zyx",
+            "email": f"{username}@secret.example", "extension": ext,
+            "phone_number": f"+1613555{ext}", "profile": "Elite", "location": "Ottawa",
+            "roles": roles or [],
+            "call_recording": None if cr is None else {
+                "product": cr, "activation_date": None, "prevent_remove": False,
+                "status": "active"}}
+
+
+def account_v1(account: str = "acme", lineage: str = "lin-1") -> CurrentAccount:
+    return CurrentAccount(account=account, lineage=lineage, serial=1, name="Acme Corp",
+                          next_user_id=3, users={
+                              "u1": user("jdoe", "2101", roles=["decision-maker"]),
+                              "u2": user("kli", "2102", cr=None)})
+
+
+def entry(action: str, username: str, time_: str = "2026-11-20T10:00:00Z") -> dict[str, Any]:
+    return {"time": time_, "actor": "jdoe", "account": "acme", "action": action,
+            "user": username, "user_id": None, "before": None, "after": None,
+            "plan_checksum": None}
+
+
+def mirror_of(state: CurrentAccount, recordings: int = 0) -> Mirror:
+    users = {uid: {"username": u["username"], "full_name": "x", "email": u["email"],
+                   "extension": u["extension"], "phone_number": u["phone_number"],
+                   "product": u["call_recording"]["product"]}
+             for uid, u in state.users.items() if u["call_recording"]}
+    return Mirror(state.account, users, [{"id": f"r{i}", "user_id": "u1",
+                                          "caller": "+16135559999"}
+                                         for i in range(recordings)])
+
+
+def create(backend: Backend, state: CurrentAccount | None = None,
+           recordings: int = 0) -> CurrentAccount:
+    state = state or account_v1()
+    backend.read_account(state.account)
+    backend.write_account(state, None, 0, [entry("create_account", "")],
+                          mirror_of(state, recordings), new_change("jdoe", "apply"))
+    return state
+
+
+# -- reading and writing -----------------------------------------------------------------
+
+def test_absent_account_reads_empty(backend: Backend) -> None:
+    current = backend.read_account("acme")
+    assert (current.lineage, current.serial, current.users) == (None, 0, {})
+    assert backend.read_mirror("acme").users == {}
+    assert backend.accounts() == []
+    assert backend.history("acme") == []
+    assert list(backend.audit("acme")) == []
+    assert backend.tombstones("acme") == []
+    assert backend.exists() is False
+    assert backend.holder("acme") is None
+
+
+def test_write_then_read_back(backend: Backend, other: Backend) -> None:
+    state = create(backend, recordings=2)
+    got = other.read_account("acme")
+    assert (got.lineage, got.serial, got.name, got.next_user_id) == ("lin-1", 1, "Acme Corp", 3)
+    assert got.users == state.users
+    mirror = other.read_mirror("acme")
+    assert set(mirror.users) == {"u1"} and len(mirror.recordings) == 2
+    assert other.exists()
+    [summary] = other.accounts()
+    assert (summary.account, summary.users, summary.cr_users, summary.serial) == \
+        ("acme", 2, 1, 1)
+    assert summary.last_change
+
+
+def test_cas_refuses_a_moved_serial(backend: Backend, other: Backend) -> None:
+    state = create(backend)
+    other.read_account("acme")
+    other.write_account(replace(state, serial=2, name="By other"), "lin-1", 1, [], None,
+                        new_change("kli", "apply"))
+    with pytest.raises(StalePlanError):
+        backend.write_account(replace(state, serial=2, name="Lost"), "lin-1", 1, [], None,
+                              new_change("jdoe", "apply"))
+    assert other.read_account("acme").name == "By other"
+
+
+def test_cas_refuses_a_new_lineage_at_the_same_serial(backend: Backend,
+                                                      other: Backend) -> None:
+    """An account terminated and re-created since: same serial, new lineage."""
+    create(backend)
+    backend.read_account("acme")
+    other.terminate("acme", {"account": "acme", "lineage": "lin-1",
+                             "terminated_at": "2026-11-21T00:00:00Z", "deleted": {}})
+    create(other, account_v1(lineage="lin-2"))
+    with pytest.raises(StalePlanError):
+        backend.write_account(replace(account_v1(), serial=2), "lin-1", 1, [], None,
+                              new_change("jdoe", "apply"))
+    assert other.read_account("acme").lineage == "lin-2"
+
+
+def test_cas_refuses_creating_an_existing_account(backend: Backend, other: Backend) -> None:
+    create(backend)
+    with pytest.raises(StalePlanError):
+        other.write_account(account_v1(lineage="lin-9"), None, 0, [], None,
+                            new_change("x", "apply"))
+    assert backend.read_account("acme").lineage == "lin-1"
+
+
+def test_audit_and_mirror_are_part_of_the_write(backend: Backend, other: Backend) -> None:
+    state = create(backend)
+    new = replace(state, serial=2, users={**state.users, "u2": user("kli", "2102")})
+    backend.write_account(new, "lin-1", 1, [entry("enable", "kli")], mirror_of(new),
+                          new_change("jdoe", "apply"))
+    entries = list(other.audit("acme"))
+    assert [(e["action"], e["serial"], e["operation"]) for e in entries] == \
+        [("create_account", 1, "apply"), ("enable", 2, "apply")]
+    assert set(other.read_mirror("acme").users) == {"u1", "u2"}
+    # a refused write leaves neither entries nor mirror behind
+    with pytest.raises(StalePlanError):
+        backend.write_account(replace(new, serial=3, users={}), "lin-1", 1,
+                              [entry("remove", "kli")], Mirror("acme"),
+                              new_change("jdoe", "apply"))
+    assert len(list(other.audit("acme"))) == 2
+    assert set(other.read_mirror("acme").users) == {"u1", "u2"}
+
+
+def test_mirror_alone_and_none(backend: Backend, other: Backend) -> None:
+    state = create(backend, recordings=1)
+    backend.write_account(replace(state, serial=2, name="N"), "lin-1", 1, [], None,
+                          new_change("jdoe", "apply"))
+    assert len(other.read_mirror("acme").recordings) == 1  # None: mirror untouched
+    backend.write_mirror(Mirror("acme", {}, []))
+    assert other.read_mirror("acme").users == {}
+
+
+def test_audit_filters(backend: Backend) -> None:
+    state = create(backend)
+    backend.write_account(replace(state, serial=2), "lin-1", 1, [
+        entry("enable", "kli", "2026-11-22T09:00:00Z"),
+        entry("change", "jdoe", "2026-11-23T09:00:00Z"),
+        entry("remove", "kli", "2026-11-24T09:00:00Z")], None, new_change("jdoe", "apply"))
+
+    def actions(**filters: Any) -> list[str]:
+        return [e["action"] for e in backend.audit("acme", AuditFilter(**filters))]
+
+    assert actions(user="kli") == ["enable", "remove"]
+    assert actions(actions=frozenset({"change", "remove"})) == ["change", "remove"]
+    assert actions(since="2026-11-23") == ["change", "remove"]
+    assert actions(until="2026-11-22") == ["create_account", "enable"]
+    assert actions(user="kli", since="2026-11-23", until="2026-11-24") == ["remove"]
+
+
+def test_history_lists_versions(backend: Backend) -> None:
+    state = create(backend)
+    backend.write_account(replace(state, serial=2, name="Two"), "lin-1", 1,
+                          [entry("update_account", "")], None, new_change("kli", "sync"))
+    versions = backend.history("acme")
+    assert [v.serial for v in versions] == [1, 2]
+    assert versions[-1].operation == "sync" and versions[-1].actor in ("kli", "jdoe")
+    assert versions[0].counts.get("create_account") == 1
+    assert all(v.time for v in versions)
+    assert versions[-1].readable
+    assert backend.read_account("acme", serial=2).name == "Two"
+    readable = [v.serial for v in versions if v.readable]
+    for serial in readable:
+        assert backend.read_account("acme", serial=serial).serial == serial
+    with pytest.raises(StateError):
+        backend.read_account("acme", serial=99)
+
+
+def test_accounts_sorted(backend: Backend) -> None:
+    for name in ("zeta", "alpha", "mid"):
+        create(backend, account_v1(account=name, lineage=f"l-{name}"))
+    assert [a.account for a in backend.accounts()] == ["alpha", "mid", "zeta"]
+
+
+def test_bad_account_id_is_a_crctl_error(backend: Backend) -> None:
+    for bad in ("ACME", "../x", "a\n", ""):
+        with pytest.raises(InputError):
+            backend.read_account(bad)
+
+
+# -- locks ------------------------------------------------------------------------------
+
+def test_holder_is_visible_and_second_locker_waits_then_fails(backend: Backend,
+                                                              other: Backend) -> None:
+    waited: list[tuple[str, LockInfo | None]] = []
+    with backend.lock(["acme"], "jdoe@ci-1", "apply", 1.0) as mine:
+        holder = other.holder("acme")
+        assert holder is not None
+        assert (holder.id, holder.who, holder.operation, holder.pid) == \
+            (mine.id, "jdoe@ci-1", "apply", os.getpid())
+        assert holder.host and holder.created
+        start = time.monotonic()
+        with pytest.raises(LockedError) as refused, \
+                other.lock(["acme"], "kli@ci-2", "apply", 0.3,
+                           lambda a, h: waited.append((a, h))):
+            pass
+        assert time.monotonic() - start >= 0.25
+        assert "jdoe@ci-1" in str(refused.value) and mine.id in str(refused.value)
+        assert "force-unlock" not in str(refused.value)  # never suggested for a live holder
+        assert [a for a, _ in waited] == ["acme"]
+        assert waited[0][1] is not None and waited[0][1].who == "jdoe@ci-1"
+    with other.lock(["acme"], "kli@ci-2", "apply", 1.0):
+        assert backend.holder("acme").who == "kli@ci-2"  # type: ignore[union-attr]
+
+
+def test_several_accounts_locked_together(backend: Backend, other: Backend) -> None:
+    with backend.lock(["zeta", "alpha", "alpha"], "a@h", "apply", 1.0):
+        for account in ("alpha", "zeta"):
+            with pytest.raises(LockedError), other.lock([account], "b@h", "apply", 0.05):
+                pass
+        with other.lock(["mid"], "b@h", "apply", 0.5):
+            pass
+    with other.lock(["alpha", "zeta"], "b@h", "apply", 0.5):
+        pass
+
+
+HOLD = """
+import sys, time
+from reconciler.backends import open_backend
+backend = open_backend(sys.argv[1])
+with backend.lock(["acme"], "holder@test", "apply", 5.0) as info:
+    print(info.id, flush=True)
+    time.sleep(60)
+"""
+
+
+def _spawn_holder(location: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, location], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lock_id = proc.stdout.readline().strip()
+    assert lock_id, "holder did not take the lock"
+    return proc, lock_id
+
+
+def test_lock_dies_with_a_killed_holder(location: str, backend: Backend) -> None:
+    proc, lock_id = _spawn_holder(location)
+    try:
+        with pytest.raises(LockedError), backend.lock(["acme"], "me@h", "apply", 0.2):
+            pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with backend.lock(["acme"], "me@h", "apply", 5.0) as info:
+            assert backend.holder("acme").id == info.id  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_force_unlock_rules(location: str, backend: Backend) -> None:
+    proc, lock_id = _spawn_holder(location)
+    try:
+        with pytest.raises(StateError):
+            backend.force_unlock("acme", "not-the-id")
+        with pytest.raises(LockedError) as refused:
+            backend.force_unlock("acme", lock_id)
+        assert "holder@test" in str(refused.value)
+        assert backend.holder("acme") is not None  # refused: still locked
+        removed = backend.force_unlock("acme", lock_id, force=True)
+        assert removed.id == lock_id
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(StateError):
+        backend.force_unlock("acme", lock_id)  # nothing left to remove
+
+
+def test_force_unlock_of_a_dead_holder(location: str, backend: Backend) -> None:
+    proc, lock_id = _spawn_holder(location)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    holder = backend.holder("acme")
+    if holder is not None:  # a backend whose lock records outlive their holder
+        assert backend.force_unlock("acme", lock_id).id == lock_id
+    assert backend.holder("acme") is None
+
+
+# -- termination ---------------------------------------------------------------------------
+
+PERSONAL = (b"Firstjdoe", b"jdoe@secret.example", b"Firstkli", b"kli@secret.example",
+            b"+16135552101", b"+16135559999", b"Acme Corp")
+
+
+def test_terminate_erases_every_trace(backend: Backend, other: Backend,
+                                      dump: Callable[[], bytes]) -> None:
+    state = create(backend, recordings=3)
+    backend.write_account(replace(state, serial=2, name="Acme Corp 2"), "lin-1", 1,
+                          [entry("update_account", "jdoe")], None, new_change("jdoe", "apply"))
+    create(backend, account_v1(account="other", lineage="lin-o"), recordings=1)
+    assert all(p in dump() for p in PERSONAL[:4])
+    with backend.lock(["acme"], "jdoe@h", "terminate", 1.0):
+        backend.terminate("acme", {"account": "acme", "lineage": "lin-1",
+                                   "terminated_at": "2026-11-25T00:00:00Z",
+                                   "actor": "jdoe", "deleted": {"users": 2}})
+    gone = other.read_account("acme")
+    assert (gone.lineage, gone.serial, gone.users) == (None, 0, {})
+    assert other.read_mirror("acme").recordings == []
+    assert list(other.audit("acme")) == [] and other.history("acme") == []
+    assert [t["lineage"] for t in other.tombstones("acme")] == ["lin-1"]
+    assert [a.account for a in other.accounts()] == ["other"]
+    stored = dump()
+    # the other account keeps its data; acme's own (recording callers, names) is gone
+    assert b"+16135559999" in stored  # the other account's recordings
+    other.terminate("other", {"account": "other", "lineage": "lin-o",
+                              "terminated_at": "2026-11-25T00:00:01Z", "deleted": {}})
+    stored = dump()
+    for secret in PERSONAL:
+        assert secret not in stored, secret
+
+
+def test_terminate_again_writes_one_tombstone(backend: Backend) -> None:
+    create(backend)
+    stone = {"account": "acme", "lineage": "lin-1", "terminated_at": "2026-11-25T00:00:00Z",
+             "deleted": {}}
+    backend.terminate("acme", stone)
+    backend.terminate("acme", stone)  # a re-run after a crash mid-deletion
+    assert len(backend.tombstones("acme")) == 1
+    create(backend, account_v1(lineage="lin-2"))
+    backend.terminate("acme", {**stone, "lineage": "lin-2"})
+    assert [t["lineage"] for t in backend.tombstones("acme")] == ["lin-1", "lin-2"]
+
+
+def test_errors_are_crctl_errors(backend: Backend) -> None:
+    """Nothing but crctl errors (with exit codes) leave a backend."""
+    with pytest.raises(CrctlError):
+        backend.force_unlock("acme", "x")
+    with pytest.raises(CrctlError):
+        backend.read_account("acme", serial=5)
