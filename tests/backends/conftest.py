@@ -3,8 +3,8 @@
 Every test in this directory is written once against the contract of
 `reconciler/backends/base.py` and runs against each backend listed in BACKENDS (as
 Terraform's `backend.TestBackendStates` runs against local, pg and s3). Adding a backend
-to the suite is adding one entry here: a function that returns a fresh, empty location
-(string: subprocesses open it too) and one that returns every byte the backend stores.
+to the suite is adding one entry here: a fresh, empty location (a string: subprocesses
+open it too) and a dump of every byte the backend stores.
 """
 
 from __future__ import annotations
@@ -34,15 +34,26 @@ def _local_dump(location: str) -> bytes:
     return b"\n".join(out)
 
 
-BACKENDS: dict[str, tuple[Callable[[Path], str], Callable[[str], bytes]]] = {
-    "local": (_local_location, _local_dump),
-}
+def _pg_dump(location: str) -> bytes:
+    """pg_dump of the test database, plus the raw table files' bytes (a deleted row that
+    lingered in a table page would show up there even though SQL cannot see it)."""
+    from pgserver import Server
+
+    server: Server = _PG["server"]
+    database = location.split("/")[3].split("?")[0]
+    return server.dump(database)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+_PG: dict[str, object] = {}
+BACKENDS = ("local", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    make, _ = BACKENDS[request.param]
-    return make(tmp_path)
+    if request.param == "local":
+        return _local_location(tmp_path)
+    _PG["server"] = request.getfixturevalue("pg_server")
+    return str(request.getfixturevalue("pg_database")())
 
 
 @pytest.fixture
@@ -64,4 +75,4 @@ def other(location: str) -> Iterator[Backend]:
 def dump(request: pytest.FixtureRequest, location: str) -> Callable[[], bytes]:
     """Everything the backend stores, as bytes (for the termination erasure scan)."""
     name = request.node.callspec.params["location"]
-    return lambda: BACKENDS[name][1](location)
+    return (lambda: _local_dump(location)) if name == "local" else (lambda: _pg_dump(location))

@@ -1,0 +1,720 @@
+"""The PostgreSQL backend: state shared by CI runners, teams and MSPs (DESIGN §3.4).
+
+It implements the contract of `base.py` over the tables of `pgschema.py`. Beyond what
+Terraform's pg backend does, each for a reason:
+- a write is one transaction: the compare-and-swap (`SELECT ... FOR UPDATE` of the
+  account row, lineage and serial compared), the changed user rows only, the version
+  row, the audit rows and the MIR mirror's changed rows; a commit whose acknowledgement
+  was lost is resolved by the run id (unique in `versions`), never applied twice;
+- every version stays reconstructable (`user_versions` rows are closed, not replaced);
+- a lock is a row everyone can read (the holder, not the waiter) whose liveness is a
+  session advisory lock of the holder's dedicated connection: a killed holder's session
+  ends and its lock is free at once; a hung one loses it after `lock_lease` seconds
+  without a heartbeat. One advisory lock per run, not per account, so a run can lock
+  10,000 accounts under default settings (the advisory locks share the lock table);
+- the schema is created or migrated in one transaction under a transaction-level
+  advisory lock, so concurrent first runs are safe; reading commands never create it
+  (a reader role suffices) and read a missing schema as an empty state;
+- termination commits the tombstone first, then deletes the account's rows from every
+  table in one transaction, then vacuums those tables;
+- every driver error becomes a crctl error; no message carries a password.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from reconciler.backends import pgschema
+from reconciler.backends.base import (
+    AccountSummary,
+    AuditFilter,
+    Backend,
+    Change,
+    LockInfo,
+    Version,
+    check_account_id,
+    stamp_audit,
+)
+from reconciler.backends.statefile import decode_account, decode_mirror
+from reconciler.errors import InputError, LockedError, StalePlanError, StateError
+from reconciler.model import CurrentAccount, Mirror
+from reconciler.runtime import new_id
+
+try:
+    import psycopg
+    from psycopg import sql as _sql  # noqa: F401  (imported to fail early if incomplete)
+except ImportError:  # pragma: no cover - exercised by a test without the extra
+    psycopg = None  # type: ignore[assignment]
+
+LOCK_LEASE = 60.0
+SCHEMA_LOCK_KEY = 0x63726374  # 'crct': the transaction-level lock of schema migrations
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def display_url(url: str) -> str:
+    """The URL without its password (for every message and header)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{host}"
+    query = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in
+                                    urllib.parse.parse_qsl(parts.query)], safe="/")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class PostgresBackend(Backend):
+    def __init__(self, url: str, schema: str = "crctl", lock_lease: float = LOCK_LEASE):
+        if psycopg is None:
+            raise InputError("a postgresql:// state needs the PostgreSQL driver: "
+                             "pip install 'crctl[postgresql]'")
+        if not pgschema.SCHEMA_NAME.match(schema):
+            raise InputError(f"pg_schema {schema!r}: expected a lowercase SQL name "
+                             "(letters, digits, _)")
+        self.url = url
+        self.schema = schema
+        self.s = pgschema.quoted(schema)
+        self.lock_lease = lock_lease
+        self._conn: Any = None
+        self._lock_conn: Any = None
+        self._lock_mutex = threading.Lock()
+        self._held: dict[str, LockInfo] = {}
+        self._session_key: int | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready: bool | None = None  # schema present (None: not checked yet)
+        # what this handle last read of each account: (lineage, serial, users) and
+        # (mirror_serial, mirror users, recording ids): the writes' diff base
+        self._seen: dict[str, tuple[str | None, int, dict[str, Any]]] = {}
+        self._seen_mirror: dict[str, tuple[int, dict[str, Any], set[str]]] = {}
+
+    # -- naming -------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return display_url(self.url)
+
+    def exists(self) -> bool:
+        if not self._schema_present():
+            return False
+        row = self._one(f"SELECT EXISTS (SELECT 1 FROM {self.s}.accounts) OR "
+                        f"EXISTS (SELECT 1 FROM {self.s}.tombstones)")
+        return bool(row and row[0])
+
+    # -- connections ----------------------------------------------------------------------
+    def _connect(self, autocommit: bool) -> Any:
+        params = psycopg.conninfo.conninfo_to_dict(self.url) if self.url.strip() not in (
+            "postgresql://", "postgres://") else {}
+        params.setdefault("connect_timeout", "10")
+        params.setdefault("application_name", "crctl")
+        try:
+            return psycopg.connect(psycopg.conninfo.make_conninfo(**params),
+                                   autocommit=autocommit)
+        except psycopg.Error as exc:
+            raise StateError(f"cannot connect to PostgreSQL ({self._where(params)}): "
+                             f"{_reason(exc)}") from None
+
+    @staticmethod
+    def _where(params: dict[str, Any]) -> str:
+        import os
+
+        host = params.get("host") or os.environ.get("PGHOST") or "localhost (socket)"
+        port = params.get("port") or os.environ.get("PGPORT") or "5432"
+        db = (params.get("dbname") or os.environ.get("PGDATABASE")
+              or params.get("user") or os.environ.get("PGUSER") or "(default)")
+        return f"host {host}, port {port}, database {db}"
+
+    def _db(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect(autocommit=False)
+        return self._conn
+
+    def close(self) -> None:
+        self._stop_heartbeat()
+        for conn in (self._conn, self._lock_conn):
+            if conn is not None and not conn.closed:
+                try:
+                    conn.close()
+                except psycopg.Error:
+                    pass
+        self._conn = self._lock_conn = None
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Driver errors as crctl errors (exit 1), with the server's reason."""
+        try:
+            yield
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self._rollback()
+            raise StateError(f"PostgreSQL state {self.location}: permission denied while "
+                             f"{doing} ({_reason(exc)}); a reading role can plan, show and "
+                             "list, a writing role is needed to apply") from None
+        except psycopg.Error as exc:
+            self._rollback()
+            raise StateError(f"PostgreSQL state {self.location}: {doing} failed: "
+                             f"{_reason(exc)}") from None
+
+    def _rollback(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.rollback()
+            except psycopg.Error:
+                self._conn = None
+
+    def _one(self, query: str, args: tuple[Any, ...] = ()) -> Any:
+        with self._errors("reading"):
+            conn = self._db()
+            try:
+                return conn.execute(query, args).fetchone()
+            finally:
+                conn.rollback()  # reads end their transaction: no idle-in-transaction
+
+    def _all(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._errors("reading"):
+            conn = self._db()
+            try:
+                return conn.execute(query, args).fetchall()
+            finally:
+                conn.rollback()
+
+    # -- the schema ----------------------------------------------------------------------
+    def _schema_present(self) -> bool:
+        if self._ready:
+            return True
+        with self._errors("reading the schema version"):
+            conn = self._db()
+            try:
+                found = conn.execute("SELECT to_regclass(%s)",
+                                     (f"{self.s}.schema_version",)).fetchone()[0]
+                if found is None:
+                    return False
+                version = conn.execute(
+                    f"SELECT max(version) FROM {self.s}.schema_version").fetchone()[0]
+            finally:
+                conn.rollback()
+        self._check_version(version)
+        self._ready = version is not None
+        return self._ready
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > pgschema.SCHEMA_VERSION:
+            raise StateError(f"PostgreSQL state {self.location}: its schema {self.schema} is "
+                             f"version {version}, newer than this crctl's "
+                             f"({pgschema.SCHEMA_VERSION}); upgrade crctl")
+
+    def init(self) -> int:
+        """Create or migrate the schema (idempotent, safe to run concurrently): one
+        transaction under a transaction-level advisory lock. Returns the version."""
+        with self._errors("creating the schema"):
+            conn = self._db()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                             (SCHEMA_LOCK_KEY, self.schema))
+                present = conn.execute("SELECT to_regclass(%s)",
+                                       (f"{self.s}.schema_version",)).fetchone()[0]
+                version = 0
+                if present is not None:
+                    version = conn.execute(f"SELECT coalesce(max(version), 0) FROM "
+                                           f"{self.s}.schema_version").fetchone()[0]
+                self._check_version(version)
+                for step in sorted(pgschema.MIGRATIONS):
+                    if step > version:
+                        conn.execute(pgschema.MIGRATIONS[step].format(s=self.s))
+                        conn.execute(f"INSERT INTO {self.s}.schema_version (version) "
+                                     "VALUES (%s)", (step,))
+            self._ready = True
+        return pgschema.SCHEMA_VERSION
+
+    def _ensure(self) -> None:
+        if not self._schema_present():
+            self.init()
+
+    # -- reading -------------------------------------------------------------------------
+    def read_account(self, account: str, serial: int | None = None) -> CurrentAccount:
+        check_account_id(account)
+        where = f"{self.location} account {account}"
+        if not self._schema_present():
+            if serial not in (None, 0):
+                raise StateError(f"account {account} does not exist in {self.location}")
+            return CurrentAccount(account=account)
+        with self._errors("reading the account"):
+            conn = self._db()
+            try:
+                head = conn.execute(
+                    f"SELECT lineage, serial, name, next_user_id FROM {self.s}.accounts "
+                    "WHERE account = %s", (account,)).fetchone()
+                if head is None:
+                    if serial not in (None, 0):
+                        raise StateError(f"account {account} does not exist in "
+                                         f"{self.location}")
+                    self._seen[account] = (None, 0, {})
+                    return CurrentAccount(account=account)
+                if serial is None or serial == head[1]:
+                    users = conn.execute(
+                        f"SELECT coalesce(jsonb_object_agg(user_id, record), '{{}}')::text "
+                        f"FROM {self.s}.user_versions WHERE account = %s AND serial_to IS "
+                        "NULL", (account,)).fetchone()[0]
+                    lineage, number, name, next_id = head
+                else:
+                    version = conn.execute(
+                        f"SELECT lineage, serial, name, next_user_id FROM {self.s}.versions "
+                        "WHERE account = %s AND serial = %s", (account, serial)).fetchone()
+                    if version is None:
+                        raise StateError(f"account {account}: no version with serial "
+                                         f"{serial} (see `crctl history {account}`)")
+                    users = conn.execute(
+                        f"SELECT coalesce(jsonb_object_agg(user_id, record), '{{}}')::text "
+                        f"FROM {self.s}.user_versions WHERE account = %s AND serial_from <= "
+                        "%s AND (serial_to IS NULL OR serial_to > %s)",
+                        (account, serial, serial)).fetchone()[0]
+                    lineage, number, name, next_id = version
+            finally:
+                conn.rollback()
+        state = decode_account(where, account, {
+            "account": account, "lineage": lineage, "serial": number, "name": name,
+            "next_user_id": next_id, "users": json.loads(users)})
+        if serial is None or serial == head[1]:
+            self._seen[account] = (state.lineage, state.serial, state.users)
+        return state
+
+    def read_mirror(self, account: str) -> Mirror:
+        check_account_id(account)
+        if not self._schema_present():
+            return Mirror(account=account)
+        with self._errors("reading the MIR mirror"):
+            conn = self._db()
+            try:
+                head = conn.execute(f"SELECT mirror_serial FROM {self.s}.accounts WHERE "
+                                    "account = %s", (account,)).fetchone()
+                users = conn.execute(
+                    f"SELECT coalesce(jsonb_object_agg(user_id, entry), '{{}}')::text FROM "
+                    f"{self.s}.mir_users WHERE account = %s", (account,)).fetchone()[0]
+                recordings = conn.execute(
+                    f"SELECT coalesce(jsonb_agg(data ORDER BY id), '[]')::text FROM "
+                    f"{self.s}.recordings WHERE account = %s", (account,)).fetchone()[0]
+            finally:
+                conn.rollback()
+        mirror = decode_mirror(f"{self.location} MIR mirror of {account}", account, {
+            "account": account, "users": json.loads(users),
+            "recordings": json.loads(recordings)})
+        if head is not None:
+            self._seen_mirror[account] = (head[0], mirror.users,
+                                          {str(r.get("id")) for r in mirror.recordings
+                                           if isinstance(r, dict)})
+        return mirror
+
+    def history(self, account: str) -> list[Version]:
+        check_account_id(account)
+        if not self._schema_present():
+            return []
+        rows = self._all(f"SELECT serial, time, actor, operation, counts::text FROM "
+                         f"{self.s}.versions WHERE account = %s ORDER BY serial", (account,))
+        return [Version(serial=r[0], time=r[1], actor=r[2], operation=r[3],
+                        counts=json.loads(r[4]), readable=True) for r in rows]
+
+    def audit(self, account: str, filters: AuditFilter | None = None
+              ) -> Iterator[dict[str, Any]]:
+        check_account_id(account)
+        if not self._schema_present():
+            return iter(())
+        query = f"SELECT entry::text FROM {self.s}.audit WHERE account = %s"
+        args: list[Any] = [account]
+        f = filters or AuditFilter()
+        if f.user is not None:
+            query += " AND username = %s"
+            args.append(f.user)
+        if f.since is not None:
+            query += " AND left(time, 10) >= %s"
+            args.append(f.since)
+        if f.until is not None:
+            query += " AND left(time, 10) <= %s"
+            args.append(f.until)
+        if f.actions:
+            query += " AND action = ANY(%s)"
+            args.append(sorted(f.actions))
+        rows = self._all(query + " ORDER BY seq", tuple(args))
+        return (json.loads(r[0]) for r in rows)
+
+    def accounts(self) -> list[AccountSummary]:
+        if not self._schema_present():
+            return []
+        rows = self._all(
+            f"SELECT a.account, a.serial, "
+            f"to_char(a.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+            f"count(u.user_id), count(u.user_id) FILTER (WHERE u.record->'call_recording' "
+            f"<> 'null'::jsonb) FROM {self.s}.accounts a LEFT JOIN {self.s}.user_versions u "
+            f"ON u.account = a.account AND u.serial_to IS NULL "
+            f"GROUP BY a.account, a.serial, a.updated_at ORDER BY a.account")
+        return [AccountSummary(account=r[0], users=r[3], cr_users=r[4], serial=r[1],
+                               last_change=r[2]) for r in rows]
+
+    def tombstones(self, account: str) -> list[dict[str, Any]]:
+        check_account_id(account)
+        if not self._schema_present():
+            return []
+        rows = self._all(f"SELECT entry::text FROM {self.s}.tombstones WHERE account = %s "
+                         "ORDER BY terminated_at, lineage", (account,))
+        return [json.loads(r[0]) for r in rows]
+
+    # -- writing -------------------------------------------------------------------------
+    def write_account(self, state: CurrentAccount, expected_lineage: str | None,
+                      expected_serial: int, audit: list[dict[str, Any]] | None = None,
+                      mirror: Mirror | None = None, change: Change | None = None) -> None:
+        account = check_account_id(state.account)
+        self._ensure()
+        change = change or Change(run_id=new_id(), time="", actor="", operation="write")
+        entries = stamp_audit(audit or [], state.serial, change)
+        try:
+            with self._errors("writing the account"):
+                conn = self._db()
+                with conn.transaction():
+                    self._write(conn, state, expected_lineage, expected_serial, entries,
+                                mirror, change)
+        except StateError:
+            if self._committed(change.run_id):  # the acknowledgement was lost, not the commit
+                self._after_write(state, mirror)
+                return
+            raise
+        self._after_write(state, mirror)
+
+    def _after_write(self, state: CurrentAccount, mirror: Mirror | None) -> None:
+        self._seen[state.account] = (state.lineage, state.serial, state.users)
+        if mirror is not None:
+            self._seen_mirror.pop(state.account, None)
+
+    def _committed(self, run_id: str) -> bool:
+        """Whether a write of this run is in the state (asked on a fresh connection)."""
+        self._conn = None
+        try:
+            row = self._one(f"SELECT 1 FROM {self.s}.versions WHERE run_id = %s", (run_id,))
+        except StateError:
+            return False
+        return row is not None
+
+    def _write(self, conn: Any, state: CurrentAccount, expected_lineage: str | None,
+               expected_serial: int, entries: list[dict[str, Any]], mirror: Mirror | None,
+               change: Change) -> None:
+        account, s = state.account, self.s
+        head = conn.execute(f"SELECT lineage, serial, mirror_serial FROM {s}.accounts WHERE "
+                            "account = %s FOR UPDATE", (account,)).fetchone()
+        have = (head[0], head[1]) if head else (None, 0)
+        if have != (expected_lineage, expected_serial):
+            raise _stale(account, expected_lineage, expected_serial, have)
+        if head is None:
+            created = conn.execute(
+                f"INSERT INTO {s}.accounts (account, lineage, serial, name, next_user_id) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account) DO NOTHING",
+                (account, state.lineage, state.serial, state.name, state.next_user_id))
+            if created.rowcount != 1:  # created by another run since this one looked
+                raise _stale(account, expected_lineage, expected_serial, ("(new)", 0))
+            mirror_serial = 0
+        else:
+            mirror_serial = head[2]
+        old = self._users_at(conn, account, have)
+        new = state.users
+        changed = [uid for uid, record in new.items() if old.get(uid) != record]
+        closing = [uid for uid in changed if uid in old] + [uid for uid in old if uid not in new]
+        if closing:
+            conn.execute(f"UPDATE {s}.user_versions SET serial_to = %s WHERE account = %s "
+                         "AND serial_to IS NULL AND user_id = ANY(%s)",
+                         (state.serial, account, closing))
+        if changed:
+            with conn.cursor().copy(f"COPY {s}.user_versions (account, user_id, serial_from, "
+                                    "record) FROM STDIN") as copy:
+                for uid in changed:
+                    copy.write_row((account, uid, state.serial, _encode(new[uid])))
+        counts: dict[str, int] = {}
+        for entry in entries:
+            kind = str(entry.get("action"))
+            counts[kind] = counts.get(kind, 0) + 1
+        if mirror is not None:
+            mirror_serial += 1
+            self._write_mirror_rows(conn, mirror, self._mirror_at(conn, account,
+                                                                   head[2] if head else 0))
+        conn.execute(f"UPDATE {s}.accounts SET lineage = %s, serial = %s, name = %s, "
+                     "next_user_id = %s, mirror_serial = %s, updated_at = now() "
+                     "WHERE account = %s",
+                     (state.lineage, state.serial, state.name, state.next_user_id,
+                      mirror_serial, account))
+        conn.execute(f"INSERT INTO {s}.versions (account, serial, lineage, name, next_user_id, "
+                     "run_id, time, actor, operation, counts) VALUES "
+                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                     (account, state.serial, state.lineage, state.name, state.next_user_id,
+                      change.run_id, change.time, change.actor, change.operation,
+                      _encode(counts)))
+        if entries:
+            with conn.cursor().copy(f"COPY {s}.audit (account, serial, time, actor, operation, "
+                                    "action, username, user_id, entry) FROM STDIN") as copy:
+                for entry in entries:
+                    copy.write_row((account, entry.get("serial"), entry.get("time"),
+                                    entry.get("actor"), entry.get("operation"),
+                                    entry.get("action"), entry.get("user"),
+                                    entry.get("user_id"), _encode(entry)))
+
+    def _users_at(self, conn: Any, account: str, have: tuple[str | None, int]
+                  ) -> dict[str, Any]:
+        """The stored current users: what this handle read, if the compare-and-swap just
+        proved it current (any change moves the serial); else read in the transaction."""
+        if have[0] is None:
+            return {}
+        seen = self._seen.get(account)
+        if seen is not None and (seen[0], seen[1]) == have:
+            return seen[2]
+        text = conn.execute(
+            f"SELECT coalesce(jsonb_object_agg(user_id, record), '{{}}')::text FROM "
+            f"{self.s}.user_versions WHERE account = %s AND serial_to IS NULL",
+            (account,)).fetchone()[0]
+        return json.loads(text)
+
+    def _mirror_at(self, conn: Any, account: str, mirror_serial: int
+                   ) -> tuple[dict[str, Any], set[str]]:
+        seen = self._seen_mirror.get(account)
+        if seen is not None and seen[0] == mirror_serial:
+            return seen[1], seen[2]
+        users = conn.execute(
+            f"SELECT coalesce(jsonb_object_agg(user_id, entry), '{{}}')::text FROM "
+            f"{self.s}.mir_users WHERE account = %s", (account,)).fetchone()[0]
+        ids = conn.execute(f"SELECT id FROM {self.s}.recordings WHERE account = %s",
+                           (account,)).fetchall()
+        return json.loads(users), {r[0] for r in ids}
+
+    def _write_mirror_rows(self, conn: Any, mirror: Mirror,
+                           stored: tuple[dict[str, Any], set[str]]) -> None:
+        """Rows in proportion to the change. Recordings are made by phones, never deleted
+        by a write: only recordings the stored mirror lacks are added (a migration)."""
+        account, s = mirror.account, self.s
+        old, recording_ids = stored
+        changed = [uid for uid, entry in mirror.users.items() if old.get(uid) != entry]
+        gone = [uid for uid in old if uid not in mirror.users]
+        if changed or gone:
+            conn.execute(f"DELETE FROM {s}.mir_users WHERE account = %s AND user_id = ANY(%s)",
+                         (account, changed + gone))
+        if changed:
+            with conn.cursor().copy(f"COPY {s}.mir_users (account, user_id, entry) FROM "
+                                    "STDIN") as copy:
+                for uid in changed:
+                    copy.write_row((account, uid, _encode(mirror.users[uid])))
+        new_recordings = [r for r in mirror.recordings
+                          if isinstance(r, dict) and str(r.get("id")) not in recording_ids]
+        for recording in new_recordings:
+            conn.execute(f"INSERT INTO {s}.recordings (account, id, user_id, data) VALUES "
+                         "(%s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
+                         (account, str(recording.get("id")), recording.get("user_id"),
+                          _encode(recording)))
+
+    def write_mirror(self, mirror: Mirror) -> None:
+        account = check_account_id(mirror.account)
+        self._ensure()
+        with self._errors("writing the MIR mirror"):
+            conn = self._db()
+            with conn.transaction():
+                head = conn.execute(f"SELECT mirror_serial FROM {self.s}.accounts WHERE "
+                                    "account = %s FOR UPDATE", (account,)).fetchone()
+                if head is None:
+                    raise StateError(f"account {account} does not exist in {self.location}")
+                self._write_mirror_rows(conn, mirror, self._mirror_at(conn, account, head[0]))
+                conn.execute(f"UPDATE {self.s}.accounts SET mirror_serial = mirror_serial + 1 "
+                             "WHERE account = %s", (account,))
+        self._seen_mirror.pop(account, None)
+
+    # -- termination ---------------------------------------------------------------------
+    def terminate(self, account: str, tombstone: dict[str, Any]) -> None:
+        check_account_id(account)
+        self._ensure()
+        with self._errors("terminating the account"):
+            conn = self._db()
+            with conn.transaction():  # 1. the tombstone, committed on its own
+                conn.execute(f"INSERT INTO {self.s}.tombstones (account, lineage, "
+                             "terminated_at, entry) VALUES (%s, %s, %s, %s::jsonb) "
+                             "ON CONFLICT (account, lineage) DO NOTHING",
+                             (account, str(tombstone.get("lineage")),
+                              tombstone.get("terminated_at"), _encode(tombstone)))
+            with conn.transaction():  # 2. every row of the account, in one transaction
+                for table in pgschema.ACCOUNT_TABLES:
+                    conn.execute(f"DELETE FROM {self.s}.{table} WHERE account = %s",
+                                 (account,))
+        self._seen.pop(account, None)
+        self._seen_mirror.pop(account, None)
+        self._vacuum()
+
+    def _vacuum(self) -> None:
+        """3. VACUUM the tables, so the deleted rows do not linger in their pages (needs
+        the tables' owner; a writer role that is not gets a warning, not a failure: the
+        rows are deleted and unreadable either way)."""
+        conn = self._connect(autocommit=True)
+        try:
+            for table in pgschema.ACCOUNT_TABLES:
+                conn.execute(f"VACUUM {self.s}.{table}")
+        except psycopg.Error as exc:
+            import sys
+
+            print(f"Warning: VACUUM after the termination failed ({_reason(exc)}); run "
+                  f"VACUUM on schema {self.schema} as its owner", file=sys.stderr)
+        finally:
+            conn.close()
+
+    # -- locks ---------------------------------------------------------------------------
+    def _locker(self) -> Any:
+        """The dedicated lock connection (autocommit); its session holds this run's
+        advisory lock, which is what makes the lock rows live."""
+        if self._lock_conn is None or self._lock_conn.closed:
+            self._ensure()
+            self._lock_conn = self._connect(autocommit=True)
+            self._session_key = None
+        return self._lock_conn
+
+    def try_lock(self, account: str, info: LockInfo) -> bool:
+        check_account_id(account)
+        with self._lock_mutex, self._errors("taking the lock"):
+            conn = self._locker()
+            key = _key(info.id)
+            if self._session_key != key:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                self._session_key = key
+            with conn.transaction():
+                row = conn.execute(
+                    f"SELECT lock_id, session_key, heartbeat < now() - make_interval(secs => "
+                    f"%s) FROM {self.s}.locks WHERE account = %s FOR UPDATE",
+                    (self.lock_lease, account)).fetchone()
+                if row is not None:
+                    if row[0] == info.id:
+                        return True
+                    if not (row[2] or self._session_gone(conn, row[1])):
+                        return False
+                    conn.execute(f"DELETE FROM {self.s}.locks WHERE account = %s", (account,))
+                taken = conn.execute(
+                    f"INSERT INTO {self.s}.locks (account, lock_id, who, operation, pid, host, "
+                    "ci_job_url, since, session_key, backend_pid) VALUES (%s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, pg_backend_pid()) ON CONFLICT (account) DO NOTHING",
+                    (account, info.id, info.who, info.operation, info.pid, info.host,
+                     info.ci_job_url, info.created, key))
+                if taken.rowcount != 1:
+                    return False
+            self._held[account] = info
+        self._start_heartbeat(info)
+        return True
+
+    @staticmethod
+    def _session_gone(conn: Any, key: int) -> bool:
+        """Whether the session holding advisory lock `key` has ended (we can take it)."""
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            return True
+        return False
+
+    def unlock(self, account: str, info: LockInfo) -> None:
+        with self._lock_mutex:
+            self._held.pop(account, None)
+            last = not self._held
+        try:
+            with self._lock_mutex, self._errors("releasing the lock"):
+                conn = self._locker()
+                conn.execute(f"DELETE FROM {self.s}.locks WHERE account = %s AND lock_id = %s",
+                             (account, info.id))
+        finally:
+            if last:
+                self._stop_heartbeat()
+                with self._lock_mutex:
+                    if self._lock_conn is not None and not self._lock_conn.closed:
+                        self._lock_conn.close()  # ends the session: its advisory lock too
+                    self._lock_conn, self._session_key = None, None
+
+    def _start_heartbeat(self, info: LockInfo) -> None:
+        if self._heartbeat is not None and self._heartbeat.is_alive():
+            return
+        self._stop.clear()
+
+        def beat() -> None:
+            while not self._stop.wait(max(self.lock_lease / 4, 0.05)):
+                try:
+                    with self._lock_mutex:
+                        if self._lock_conn is None or self._lock_conn.closed:
+                            return
+                        self._lock_conn.execute(
+                            f"UPDATE {self.s}.locks SET heartbeat = now() WHERE lock_id = %s",
+                            (info.id,))
+                except psycopg.Error:
+                    return
+
+        self._heartbeat = threading.Thread(target=beat, name="crctl-lock-heartbeat",
+                                           daemon=True)
+        self._heartbeat.start()
+
+    def _stop_heartbeat(self) -> None:
+        self._stop.set()
+        thread, self._heartbeat = self._heartbeat, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _lock_row(self, account: str) -> Any:
+        if not self._schema_present():
+            return None
+        return self._one(
+            f"SELECT lock_id, who, operation, pid, host, ci_job_url, since, session_key, "
+            f"backend_pid, heartbeat < now() - make_interval(secs => %s) FROM {self.s}.locks "
+            "WHERE account = %s", (self.lock_lease, account))
+
+    def holder(self, account: str) -> LockInfo | None:
+        check_account_id(account)
+        row = self._lock_row(account)
+        if row is None:
+            return None
+        return LockInfo(id=row[0], who=row[1], operation=row[2], created=row[6],
+                        pid=row[3] or 0, host=row[4] or "", ci_job_url=row[5])
+
+    def recover(self, account: str) -> None:
+        """Nothing to finish: every write is one transaction."""
+
+    def force_unlock(self, account: str, lock_id: str, force: bool = False) -> LockInfo:
+        check_account_id(account)
+        row = self._lock_row(account)
+        if row is None:
+            raise StateError(f"account {account} has no lock to remove")
+        holder = LockInfo(id=row[0], who=row[1], operation=row[2], created=row[6],
+                          pid=row[3] or 0, host=row[4] or "", ci_job_url=row[5])
+        if row[0] != lock_id:
+            raise StateError(f"lock id {lock_id!r} does not match the lock of account "
+                             f"{account} ({holder.describe()})")
+        with self._errors("removing the lock"):
+            conn = self._connect(autocommit=True)
+            try:
+                alive = not row[9] and not self._session_gone(conn, row[7])
+                if alive and not force:
+                    raise LockedError(
+                        f"account {account}: refusing to remove a lock whose holder is alive "
+                        f"({holder.describe()}); wait for it to finish; --force ends the "
+                        "holder's database session")
+                if alive:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (row[8],))
+                conn.execute(f"DELETE FROM {self.s}.locks WHERE account = %s AND lock_id = %s",
+                             (account, lock_id))
+            finally:
+                conn.close()
+        return holder
+
+
+def _key(lock_id: str) -> int:
+    """A lock id as a signed 64-bit advisory lock key."""
+    value = int(re.sub(r"[^0-9a-f]", "", lock_id.lower())[:16] or "0", 16)
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _stale(account: str, lineage: str | None, serial: int,
+           have: tuple[str | None, int]) -> StalePlanError:
+    then = f"lineage {lineage or '(none)'}, serial {serial}"
+    now = (f"lineage {have[0]}, serial {have[1]}" if have[0] is not None
+           else "the account does not exist")
+    return StalePlanError(f"account {account} changed while this run was working on it "
+                          f"(expected {then}; the state has {now}); plan again")
+
+
+def _reason(exc: Exception) -> str:
+    """The server's or libpq's reason, one line, never a password."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
