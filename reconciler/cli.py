@@ -643,6 +643,71 @@ def audit(ctx: Context, account: str, user: str | None, since: str | None,
                else f"{len(entries)} entries.", err=True)
 
 
+@cli.command()
+@global_options
+@click.option("--print-sql", is_flag=True,
+              help="Print the SQL (DDL and the GRANTs of a reader and a writer role) "
+                   "instead of running it.")
+@click.pass_obj
+def init(ctx: Context, print_sql: bool) -> None:
+    """Create or migrate the state (idempotent; safe to run concurrently).
+
+    \b
+    Examples:
+      crctl init --state postgresql://crctl@db.example.com/crctl
+      crctl init --state postgresql://crctl@db.example.com/crctl --print-sql > crctl.sql
+    """
+    backend = backend_of(ctx)
+    if print_sql:
+        sql = backend.ddl()
+        if sql is None:
+            raise InputError(f"the state {printable(backend.location)} is a directory: it "
+                             "has no SQL (--print-sql is for a postgresql:// state)")
+        click.echo(sql, nl=False)
+        return
+    backend.init()
+    click.echo(printable(f"Initialized the state {backend.location}."))
+
+
+@cli.command("migrate-state")
+@global_options
+@click.option("--to", "to", required=True, metavar="LOCATION",
+              help="The state to copy to: a directory or a postgresql:// URL.")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def migrate_state(ctx: Context, to: str, lock_timeout: str, fmt: str) -> None:
+    """Copy every account, its history, MIR mirror, audit log and tombstones to another
+    state; verify the copy; leave this one untouched. Refused if the target already
+    holds one of the accounts.
+
+    \b
+    Example:
+      crctl --state .crctl migrate-state --to postgresql://crctl@db.example.com/crctl
+    """
+    from reconciler import service
+    from reconciler.migrate import migrate
+
+    source = backend_of(ctx)
+    target = open_backend(to, pg_schema=ctx.config().pg_schema)
+    try:
+        report = migrate(source, target, ctx.actor, service.parse_duration(lock_timeout))
+    finally:
+        target.close()
+    if fmt == "json":
+        emit_json(report.to_json())
+        return
+    entries = "1 audit entry" if report.audit_entries == 1 else \
+        f"{report.audit_entries} audit entries"
+    click.echo(printable(
+        f"Copied {counted(len(report.accounts), 'account')} ("
+        f"{counted(report.versions, 'version')}, {entries}, "
+        f"{counted(report.recordings, 'recording')}) and "
+        f"{counted(report.tombstones, 'tombstone')} from {source.location} to "
+        f"{target.location}; the copy is verified."))
+
+
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def find_bindir() -> str | None:
@@ -103,7 +104,7 @@ def start() -> Server:
     started = _as_postgres([os.path.join(bindir, "pg_ctl"), "-D", data, "-l", log, "-o",
                             options, "-w", "-t", "60", "start"], check=False)
     if started.returncode != 0:
-        text = open(log).read() if os.path.exists(log) else ""
+        text = Path(log).read_text() if os.path.exists(log) else ""
         raise RuntimeError(f"pg_ctl start failed: {started.stderr}{text[-2000:]}")
     server = Server(bindir=bindir, base=base, socket_dir=sock)
     deadline = time.monotonic() + 30

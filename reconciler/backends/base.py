@@ -63,6 +63,15 @@ The contract, method by method:
 - `location` names the state for humans (never with a password); `exists()` says
   whether anything was ever written there (plan's `(empty: nothing applied here yet)`).
 
+- `init()` creates or migrates the state (idempotent, safe to run concurrently);
+  `ddl()` is the SQL of a database backend (None for a directory).
+
+- `restore(account, versions, audit, mirror)` writes an account this state does not
+  hold (`StateError` if it does), with its versions oldest first (each with its
+  `Change`), its audit entries exactly as given (serials kept) and its MIR mirror with
+  every recording, as one write; `add_tombstone(entry)` records a terminated account.
+  Both exist for `crctl migrate-state`.
+
 - Errors: every failure is a crctl error (`StateError` exit 1, `StalePlanError` 3,
   `LockedError` 4); no backend exception (OSError, a driver's) reaches the user.
 """
@@ -267,8 +276,8 @@ class Backend(ABC):
         """Every account, sorted by id."""
 
     @abstractmethod
-    def tombstones(self, account: str) -> list[dict[str, Any]]:
-        """Tombstones of an account id, oldest first."""
+    def tombstones(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Tombstones of an account id (None: of every account), oldest first."""
 
     # -- writing -----------------------------------------------------------------------
     @abstractmethod
@@ -284,6 +293,23 @@ class Backend(ABC):
     @abstractmethod
     def terminate(self, account: str, tombstone: dict[str, Any]) -> None:
         """Tombstone first, then every trace of the account deleted."""
+
+    @abstractmethod
+    def init(self) -> None:
+        """Create or migrate the state."""
+
+    def ddl(self) -> str | None:
+        """The SQL that creates this state and its roles' GRANTs (None: not a database)."""
+        return None
+
+    @abstractmethod
+    def restore(self, account: str, versions: list[tuple[CurrentAccount, Change]],
+                audit: list[dict[str, Any]], mirror: Mirror) -> None:
+        """Write a copied account (migrate-state); refuses one that exists."""
+
+    @abstractmethod
+    def add_tombstone(self, entry: dict[str, Any]) -> None:
+        """Record a terminated account (migrate-state), once per lineage."""
 
     # -- locking: the primitives a backend implements -----------------------------------
     @abstractmethod

@@ -463,12 +463,12 @@ class LocalBackend(Backend):
         found and not written twice)."""
         for kind in KINDS:
             self._check_dirs(self._dir(kind), create=False)
-        lineage = tombstone.get("lineage")
         with deferred_interrupts():
-            if lineage is None or not any(t.get("lineage") == lineage
-                                          for t in self.tombstones(account)):
+            if tombstone.get("lineage") is None:
                 self._check_dirs(self.root, create=True)
                 files.append(self.tombstone_path, json.dumps(tombstone, sort_keys=True) + "\n")
+            else:
+                self.add_tombstone({**tombstone, "account": account})
             self._delete(account)
 
     def _delete(self, account: str) -> None:
@@ -484,7 +484,7 @@ class LocalBackend(Backend):
         for kind in KINDS:
             files.fsync_dir(self._dir(kind))
 
-    def tombstones(self, account: str) -> list[dict[str, Any]]:
+    def tombstones(self, account: str | None = None) -> list[dict[str, Any]]:
         """Only a torn last line (no newline: a crash mid-append) is ignored; any other line
         that is not a tombstone is an error: skipping it could hide a terminated id."""
         path = self.tombstone_path
@@ -502,9 +502,47 @@ class LocalBackend(Backend):
             if not (isinstance(entry, dict) and isinstance(entry.get("account"), str)):
                 raise StateError(f"{path}: line {number} is not a tombstone (expected a JSON "
                                  "object with an account); the file is damaged, restore it")
-            if entry["account"] == account:
+            if account is None or entry["account"] == account:
                 out.append(entry)
         return out
+
+    def add_tombstone(self, entry: dict[str, Any]) -> None:
+        account = check_account_id(entry.get("account"))
+        if any(t.get("lineage") == entry.get("lineage") for t in self.tombstones(account)):
+            return
+        self._check_dirs(self.root, create=True)
+        files.append(self.tombstone_path, json.dumps(entry, sort_keys=True) + "\n")
+
+    # -- creation and copies ------------------------------------------------------------
+    def init(self) -> None:
+        for kind in (*KINDS, "locks"):
+            self._check_dirs(self._dir(kind), create=True)
+
+    def restore(self, account: str, versions: list[tuple[CurrentAccount, Change]],
+                audit: list[dict[str, Any]], mirror: Mirror) -> None:
+        """The local state keeps the current version and the one before (as .backup);
+        the audit log and mirror are written first, the account file last (the commit
+        point: a crash before it leaves no account, and a re-run overwrites the rest)."""
+        path = self.portal_path(account)
+        self._check_dirs(os.path.dirname(path), create=True)
+        if os.path.lexists(path):
+            raise StateError(f"account {account} already exists in {self.root}")
+        if not versions:
+            raise StateError(f"account {account}: nothing to restore")
+        with deferred_interrupts():
+            for kind in ("mir", "audit"):
+                self._check_dirs(self._dir(kind), create=True)
+            files.atomic_write(self.audit_path(account), "".join(
+                audit_line(e) + "\n" for e in audit).encode("utf-8"))
+            files.atomic_write(self.mirror_path(account), dumps(mirror_document(mirror)))
+            if len(versions) > 1:
+                older, change = versions[-2]
+                files.atomic_write(self.backup_path(account),
+                                   dumps(account_document(older, change.to_json())))
+            state, change = versions[-1]
+            written = files.atomic_write(path, dumps(account_document(state,
+                                                                      change.to_json())))
+        self._seen[account] = (written, state.lineage, state.serial)
 
     # -- directories --------------------------------------------------------------------
     def _check_dirs(self, directory: str, *, create: bool) -> None:

@@ -27,7 +27,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from reconciler.backends import pgschema
@@ -139,10 +139,8 @@ class PostgresBackend(Backend):
         self._stop_heartbeat()
         for conn in (self._conn, self._lock_conn):
             if conn is not None and not conn.closed:
-                try:
+                with suppress(psycopg.Error):
                     conn.close()
-                except psycopg.Error:
-                    pass
         self._conn = self._lock_conn = None
 
     @contextmanager
@@ -208,7 +206,10 @@ class PostgresBackend(Backend):
                              f"version {version}, newer than this crctl's "
                              f"({pgschema.SCHEMA_VERSION}); upgrade crctl")
 
-    def init(self) -> int:
+    def init(self) -> None:
+        self.migrate()
+
+    def migrate(self) -> int:
         """Create or migrate the schema (idempotent, safe to run concurrently): one
         transaction under a transaction-level advisory lock. Returns the version."""
         with self._errors("creating the schema"):
@@ -233,7 +234,7 @@ class PostgresBackend(Backend):
 
     def _ensure(self) -> None:
         if not self._schema_present():
-            self.init()
+            self.migrate()
 
     # -- reading -------------------------------------------------------------------------
     def read_account(self, account: str, serial: int | None = None) -> CurrentAccount:
@@ -354,19 +355,65 @@ class PostgresBackend(Backend):
         return [AccountSummary(account=r[0], users=r[3], cr_users=r[4], serial=r[1],
                                last_change=r[2]) for r in rows]
 
-    def tombstones(self, account: str) -> list[dict[str, Any]]:
-        check_account_id(account)
+    def tombstones(self, account: str | None = None) -> list[dict[str, Any]]:
         if not self._schema_present():
             return []
-        rows = self._all(f"SELECT entry::text FROM {self.s}.tombstones WHERE account = %s "
-                         "ORDER BY terminated_at, lineage", (account,))
+        if account is None:
+            rows = self._all(f"SELECT entry::text FROM {self.s}.tombstones "
+                             "ORDER BY terminated_at, account, lineage")
+        else:
+            rows = self._all(f"SELECT entry::text FROM {self.s}.tombstones WHERE account = "
+                             "%s ORDER BY terminated_at, lineage", (check_account_id(account),))
         return [json.loads(r[0]) for r in rows]
+
+    def add_tombstone(self, entry: dict[str, Any]) -> None:
+        account = check_account_id(entry.get("account"))
+        self._ensure()
+        with self._errors("writing the tombstone"):
+            conn = self._db()
+            with conn.transaction():
+                conn.execute(f"INSERT INTO {self.s}.tombstones (account, lineage, "
+                             "terminated_at, entry) VALUES (%s, %s, %s, %s::jsonb) "
+                             "ON CONFLICT (account, lineage) DO NOTHING",
+                             (account, str(entry.get("lineage")), entry.get("terminated_at"),
+                              _encode(entry)))
+
+    def ddl(self) -> str | None:
+        return pgschema.print_sql(self.schema)
+
+    def restore(self, account: str, versions: list[tuple[CurrentAccount, Change]],
+                audit: list[dict[str, Any]], mirror: Mirror) -> None:
+        """One transaction: each version written in order (so every one stays
+        reconstructable), then the audit entries as they are, then the mirror."""
+        check_account_id(account)
+        if not versions:
+            raise StateError(f"account {account}: nothing to restore")
+        self._ensure()
+        with self._errors("copying the account"):
+            conn = self._db()
+            with conn.transaction():
+                exists = conn.execute(f"SELECT 1 FROM {self.s}.accounts WHERE account = %s",
+                                      (account,)).fetchone()
+                if exists:
+                    raise StateError(f"account {account} already exists in {self.location}")
+                previous: tuple[str | None, int] = (None, 0)
+                self._seen[account] = (None, 0, {})
+                for state, change in versions:
+                    self._write(conn, state, previous[0], previous[1], [], None, change)
+                    self._seen[account] = (state.lineage, state.serial, state.users)
+                    previous = (state.lineage, state.serial)
+                if audit:
+                    self._copy_audit(conn, account, audit)
+                self._write_mirror_rows(conn, mirror, ({}, set()))
+                conn.execute(f"UPDATE {self.s}.accounts SET mirror_serial = 1 WHERE "
+                             "account = %s", (account,))
+        self._seen_mirror.pop(account, None)
 
     # -- writing -------------------------------------------------------------------------
     def write_account(self, state: CurrentAccount, expected_lineage: str | None,
                       expected_serial: int, audit: list[dict[str, Any]] | None = None,
                       mirror: Mirror | None = None, change: Change | None = None) -> None:
-        account = check_account_id(state.account)
+        check_account_id(state.account)
         self._ensure()
         change = change or Change(run_id=new_id(), time="", actor="", operation="write")
         entries = stamp_audit(audit or [], state.serial, change)
@@ -449,13 +496,18 @@ class PostgresBackend(Backend):
                       change.run_id, change.time, change.actor, change.operation,
                       _encode(counts)))
         if entries:
-            with conn.cursor().copy(f"COPY {s}.audit (account, serial, time, actor, operation, "
-                                    "action, username, user_id, entry) FROM STDIN") as copy:
-                for entry in entries:
-                    copy.write_row((account, entry.get("serial"), entry.get("time"),
-                                    entry.get("actor"), entry.get("operation"),
-                                    entry.get("action"), entry.get("user"),
-                                    entry.get("user_id"), _encode(entry)))
+            self._copy_audit(conn, account, entries)
+
+    def _copy_audit(self, conn: Any, account: str, entries: list[dict[str, Any]]) -> None:
+        with conn.cursor().copy(f"COPY {self.s}.audit (account, serial, time, actor, "
+                                "operation, action, username, user_id, entry) FROM STDIN"
+                                ) as copy:
+            for entry in entries:
+                serial = entry.get("serial")
+                copy.write_row((account, serial if type(serial) is int else None,
+                                entry.get("time"), entry.get("actor"), entry.get("operation"),
+                                entry.get("action"), entry.get("user"), entry.get("user_id"),
+                                _encode(entry)))
 
     def _users_at(self, conn: Any, account: str, have: tuple[str | None, int]
                   ) -> dict[str, Any]:
