@@ -54,8 +54,12 @@ class Context:
 
     def backend(self) -> Backend:
         if self._backend is None:
+            from reconciler.service import parse_duration
+
             settings = self.config()
-            self._backend = open_backend(settings.state, pg_schema=settings.pg_schema)
+            lease = parse_duration(settings.lock_lease) if settings.lock_lease else None
+            self._backend = open_backend(settings.state, pg_schema=settings.pg_schema,
+                                         lock_lease=lease)
         return self._backend
 
 
@@ -481,8 +485,10 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
 @click.argument("account")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write to FILE instead of standard output.")
+@click.option("--serial", type=click.IntRange(min=1), metavar="N",
+              help="An older version (see `crctl history ACCOUNT`).")
 @click.pass_obj
-def import_(ctx: Context, account: str, out: str | None) -> None:
+def import_(ctx: Context, account: str, out: str | None, serial: int | None) -> None:
     """Write the current account as desired-state YAML (planning it shows no changes).
 
     \b
@@ -492,7 +498,9 @@ def import_(ctx: Context, account: str, out: str | None) -> None:
     from reconciler import service
     from reconciler.importer import to_yaml
 
-    text = to_yaml(service.read_existing(backend_of(ctx), account))
+    backend = backend_of(ctx)
+    current = service.read_existing(backend, account)
+    text = to_yaml(current if serial is None else backend.read_account(account, serial))
     if out:
         try:
             with open(out, "w", encoding="utf-8") as fh:

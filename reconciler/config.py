@@ -21,7 +21,7 @@ from reconciler.loader import printable
 
 CONFIG_NAME = "crctl.toml"
 DEFAULT_STATE = ".crctl"
-KEYS = frozenset(("state", "pg_schema", "actor"))
+KEYS = frozenset(("state", "pg_schema", "actor", "lock_lease"))
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -34,6 +34,7 @@ class Config:
     pg_schema: str | None = None
     actor: str | None = None
     path: str | None = None  # the crctl.toml used, if any
+    lock_lease: str | None = None  # PostgreSQL: how long a silent lock holder keeps it
 
 
 def find_config(start: str | None = None) -> Path | None:
@@ -84,15 +85,15 @@ def resolve(cli_state: str | None, env: dict[str, str] | None = None,
     found = find_config(cwd)
     data = read_config(found) if found else {}
     schema, actor = data.get("pg_schema"), data.get("actor")
-    path = str(found) if found else None
+    path, lease = (str(found) if found else None), data.get("lock_lease")
     if cli_state:
-        return Config(cli_state, "--state", schema, actor, path)
+        return Config(cli_state, "--state", schema, actor, path, lease)
     for name in ("CRCTL_STATE", "CRCTL_STATE_DIR"):
         if env.get(name):
-            return Config(env[name], name, schema, actor, path)
+            return Config(env[name], name, schema, actor, path, lease)
     if found and data.get("state"):
         state = data["state"]
         if not state.startswith(URL_SCHEMES) and not os.path.isabs(state):
             state = str(found.parent / state)
-        return Config(state, printable(str(found)), schema, actor, path)
-    return Config(DEFAULT_STATE, "default", schema, actor, path)
+        return Config(state, printable(str(found)), schema, actor, path, lease)
+    return Config(DEFAULT_STATE, "default", schema, actor, path, lease)

@@ -89,8 +89,10 @@ def test_writes_are_in_proportion_to_the_change(pg_server, pg_database: Callable
     assert after["mir_users"] == before["mir_users"]  # upserted in place
     # every version stays reconstructable
     old = crctl(url, "import", "big", "--serial", "1")
-    if old.returncode == 0:  # (import --serial lands with this wave)
-        assert "always-on" not in old.stdout.split("user00000:")[1].split("user00001:")[0]
+    assert old.returncode == 0, old.stderr
+    assert "always-on" not in old.stdout.split("user00000:")[1].split("user00001:")[0]
+    new = crctl(url, "import", "big")
+    assert "always-on" in new.stdout.split("user00000:")[1].split("user00001:")[0]
 
 
 def test_a_read_only_role_can_plan_but_not_apply(pg_server, pg_database: Callable[[], str],
@@ -227,3 +229,71 @@ def test_one_run_locks_10000_accounts(pg_database: Callable[[], str]) -> None:
     finally:
         backend.close()
         other.close()
+
+
+HOLD = """
+import sys, time
+from reconciler.backends import open_backend
+backend = open_backend(sys.argv[1], lock_lease=1.0)
+with backend.lock(["acme"], "hung@test", "apply", 5.0) as info:
+    print(info.id, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_hung_holder_loses_its_lock_after_the_lease(pg_database: Callable[[], str],
+                                                      tmp_path: Path) -> None:
+    import os
+    import signal
+
+    url = pg_database()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, url], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip()
+        (tmp_path / "crctl.toml").write_text('lock_lease = "1s"\n')
+        busy = subprocess.run([sys.executable, "-m", "reconciler", "apply", str(EXAMPLE_ACME),
+                               "--auto-approve", "--lock-timeout", "0.2s", "--state", url],
+                              env=crctl_env("jdoe"), capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+        assert busy.returncode == 4 and "hung@test" in busy.stderr, busy.stderr
+        os.kill(holder.pid, signal.SIGSTOP)  # hung: alive, but its heartbeat stops
+        taken = subprocess.run([sys.executable, "-m", "reconciler", "apply",
+                                str(EXAMPLE_ACME), "--auto-approve", "--lock-timeout", "20s",
+                                "--state", url], env=crctl_env("jdoe"), capture_output=True,
+                               text=True, cwd=tmp_path, timeout=120)
+        assert taken.returncode == 0, taken.stderr
+        assert "Waiting for the lock of account acme (held by lock" in taken.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_force_unlock_force_ends_the_holders_session(pg_database: Callable[[], str]) -> None:
+    url = pg_database()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, url], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        lock_id = holder.stdout.readline().strip()
+        refused = crctl(url, "force-unlock", "acme", lock_id)
+        assert refused.returncode == 4 and "alive" in refused.stderr
+        forced = crctl(url, "force-unlock", "acme", lock_id, "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert crctl(url, "apply", str(EXAMPLE_ACME), "--auto-approve",
+                     "--lock-timeout", "2s").returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_libpq_environment_alone(pg_server, pg_database: Callable[[], str]) -> None:
+    url = pg_database()
+    database = url.split("/")[3].split("?")[0]
+    env = crctl_env("jdoe", extra={"PGHOST": pg_server.socket_dir, "PGPORT": "5432",
+                                   "PGUSER": "postgres", "PGDATABASE": database})
+    result = subprocess.run([sys.executable, "-m", "reconciler", "apply", str(EXAMPLE_ACME),
+                             "--auto-approve", "--state", "postgresql://"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert crctl(url, "users", "acme").returncode == 0

@@ -283,3 +283,14 @@ def test_json_output_of_validate_sync_and_terminate(tmp_path: Path) -> None:
     gone = run(state, "terminate", "acme", "--confirm", "acme", "--format", "json",
                actor="jdoe")
     assert json.loads(gone.stdout)["terminated"]["users"] == 4
+
+
+def test_import_serial_reads_the_backup_version(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    apply_ok(state, EXAMPLE_ACME)
+    apply_ok(state, _changed_acme(tmp_path))
+    old = run(state, "import", "acme", "--serial", "1")
+    assert old.returncode == 0, old.stderr
+    assert "always-on" not in old.stdout.split("asmith:")[1].split("bob.smith:")[0]
+    gone = run(state, "import", "acme", "--serial", "7")
+    assert gone.returncode == 1 and "serial 7 is not kept" in gone.stderr

@@ -16,7 +16,8 @@ def is_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
-def open_backend(location: str, *, pg_schema: str | None = None) -> Backend:
+def open_backend(location: str, *, pg_schema: str | None = None,
+                 lock_lease: float | None = None) -> Backend:
     """The backend a `--state` location names: a `postgresql://` (or `postgres://`) URL
     -> PostgreSQL; anything else -> a local state directory."""
     if is_url(location):
@@ -29,7 +30,8 @@ def open_backend(location: str, *, pg_schema: str | None = None) -> Backend:
 
             raise InputError("this version of crctl has no PostgreSQL backend; use a state "
                              "directory") from None
-        return PostgresBackend(location, schema=pg_schema or "crctl")
+        return PostgresBackend(location, schema=pg_schema or "crctl",
+                               lock_lease=60.0 if lock_lease is None else lock_lease)
     from reconciler.backends.local import LocalBackend
 
     return LocalBackend(location)
