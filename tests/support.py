@@ -8,9 +8,8 @@ talks to or races), so that all of them see the same environment:
 - CRCTL_TODAY is pinned (TODAY unless `today=` says otherwise), NO_COLOR=1, COLUMNS is
   pinned (200 unless `columns=`; None leaves it unset, so the 100-column fallback applies);
 - the actor, when given, goes through CRCTL_ACTOR;
-- `state=` becomes `--state-dir STATE` (`--state URL` for a postgresql:// URL), and the
-  command runs in the state's parent folder unless `cwd=` says otherwise, so a relative
-  path or a crctl.toml in the checkout never reaches a test;
+- `state=` becomes `--state-dir STATE` (`--state URL` for a postgresql:// URL); the
+  command runs in `cwd=` (default: the test's own working directory);
 - stdin is /dev/null unless `input=` is given (a prompt never waits on a terminal);
 - with check_clean (the default) neither stream may hold "Traceback" or "internal error".
 
@@ -58,12 +57,6 @@ def argv(*args: Arg, state: Arg | None = None) -> list[str]:
     return cmd + [os.fspath(a) for a in args]
 
 
-def _cwd(state: Arg | None, cwd: Arg | None) -> Arg | None:
-    if cwd is not None or state is None or "://" in os.fspath(state):
-        return cwd
-    return Path(state).parent
-
-
 def _umask(umask: int | None) -> Any:
     return (lambda: os.umask(umask)) if umask is not None else None
 
@@ -82,7 +75,7 @@ def crctl(*args: Arg, state: Arg | None = None, actor: str | None = None,
           umask: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run `crctl ARGS...` to the end and return the result (text)."""
     result = subprocess.run(
-        argv(*args, state=state), cwd=_cwd(state, cwd),
+        argv(*args, state=state), cwd=cwd,
         env=crctl_env(actor, today, env, columns), input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True, text=True, timeout=timeout, preexec_fn=_umask(umask))
@@ -99,7 +92,7 @@ def popen(*args: Arg, state: Arg | None = None, actor: str | None = None,
           umask: int | None = None) -> subprocess.Popen[Any]:
     """Start `crctl ARGS...`. With stdout=PIPE, read it (communicate) or a long plan blocks
     the run; the caller checks the streams (see assert_clean)."""
-    return subprocess.Popen(argv(*args, state=state), cwd=_cwd(state, cwd),
+    return subprocess.Popen(argv(*args, state=state), cwd=cwd,
                             env=crctl_env(actor, today, env, columns), stdin=stdin,
                             stdout=stdout, stderr=stderr, text=text,
                             preexec_fn=_umask(umask))

@@ -94,8 +94,10 @@ def command_lines(account: str, out: Path, *, full: bool = True) -> list[list[st
 
 
 def run_all(state: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Each command in the state's parent folder: what it writes beside the state shows."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda args: crctl(*args, state=state, actor="jdoe"), commands))
+        return list(pool.map(lambda args: crctl(*args, state=state, actor="jdoe",
+                                                cwd=state.parent), commands))
 
 
 @pytest.mark.parametrize("account", BAD_IDS + MORE_BAD_IDS, ids=lambda a: repr(a)[:24])
@@ -226,7 +228,7 @@ def test_bad_account_id_in_a_directory_plan_stops_every_account(
     try:
         before = tree(world)
         for args in (["show", str(planfile)], ["apply", str(planfile)]):
-            result = crctl(*args, state=work / "state", actor="hank")
+            result = crctl(*args, state=work / "state", actor="hank", cwd=work)
             assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert tree(world) == before
         assert not (work / "state" / "portal" / "zeta.json").exists()
@@ -256,9 +258,10 @@ def test_bad_account_id_in_a_desired_file(tmp_path: Path) -> None:
                                                                    "account: ACME"))
     state = tmp_path / "state"
     for args in (["validate", path], ["plan", path], ["apply", path, "--auto-approve"]):
-        result = crctl(*args, state=state, actor="jdoe")
+        result = crctl(*args, state=state, actor="jdoe", cwd=tmp_path)
         assert result.returncode == 1, (args, result.stderr)
     assert not state.exists()
+    assert list(tmp_path.iterdir()) == [accounts]
 
 
 # -- a trailing newline --------------------------------------------------------------------------
