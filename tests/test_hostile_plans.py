@@ -19,36 +19,22 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
+from support import TODAY
 
-TODAY = "2026-11-25"
 ACTOR = "user000000"  # the Decision Maker of the generated account
+crctl = partial(support.crctl, actor=ACTOR, timeout=60)
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-def crctl(cwd: Path, *args: str, actor: str | None = ACTOR,
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update(CRCTL_TODAY=TODAY, NO_COLOR="1")
-    if actor:
-        env["CRCTL_ACTOR"] = actor
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "--state-dir", str(cwd / "state"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
-
 
 def run_cli(cwd: Path, *args: str, actor: str | None = ACTOR) -> tuple[int, str, str]:
     """`crctl --state-dir CWD/state ARGS` in this process (reconciler.cli.main, sys.argv
@@ -183,9 +169,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "d2").mkdir()
     (work / "d1" / "acme.yaml").write_text(base_yaml())
     (work / "d2" / "acme.yaml").write_text(changed_yaml())
-    r = crctl(work, "apply", "d1/acme.yaml", "--auto-approve")
+    r = crctl("apply", "d1/acme.yaml", "--auto-approve", state=work / "state", cwd=work)
     assert r.returncode == 0, r.stderr
-    r = crctl(work, "plan", "d2/acme.yaml", "--out", "plan.json")
+    r = crctl("plan", "d2/acme.yaml", "--out", "plan.json", state=work / "state", cwd=work)
     assert r.returncode == 0, r.stderr
     kinds = [a["action"] for a in json.loads((work / "plan.json").read_text())["actions"]]
     assert set(kinds) == {"remove", "delete_user", "add_user", "update_user", "change",
@@ -223,7 +209,7 @@ def apply_refused(work: Path, content: bytes, codes: tuple[int, ...] = (1, 3),
     (work / "hostile.plan").write_bytes(content)
     before = snapshot(work / "state")
     if subprocess_run:
-        p = crctl(work, "apply", "hostile.plan", *extra)
+        p = crctl("apply", "hostile.plan", *extra, state=work / "state", cwd=work)
         r = Result(p.returncode, p.stdout, p.stderr)
     else:
         r = Result(*run_cli(work, "apply", "hostile.plan", *extra))
@@ -345,13 +331,12 @@ def test_account_id_with_trailing_newline_is_refused(work: Path) -> None:
     """A new-account plan whose account id ends with a newline (checksum recomputed)."""
     (work / "d3").mkdir()
     (work / "d3" / "acme.yaml").write_text(base_yaml())
-    r = crctl(work, "--state-dir", str(work / "fresh"), "plan", "d3/acme.yaml",
-              "--out", "new.json")
+    r = crctl("plan", "d3/acme.yaml", "--out", "new.json", state=work / "fresh", cwd=work)
     assert r.returncode == 0, r.stderr
     doc = json.loads((work / "new.json").read_text())
     doc["account"] = "acme\n"
     (work / "hostile.plan").write_bytes(dump(resign(doc)))
-    r = crctl(work, "--state-dir", str(work / "fresh"), "apply", "hostile.plan")
+    r = crctl("apply", "hostile.plan", state=work / "fresh", cwd=work)
     created = sorted(os.listdir(work / "fresh" / "portal")) if (
         work / "fresh" / "portal").exists() else []
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr, created)
@@ -717,11 +702,11 @@ def test_desired_file_deleted_after_planning_still_checks(work: Path) -> None:
 
 def test_genuine_plan_still_applies_once(work: Path) -> None:
     """Control: the untouched plan applies, and only once."""
-    r = crctl(work, "apply", "plan.json")
+    r = crctl("apply", "plan.json", state=work / "state", cwd=work)
     assert r.returncode == 0, r.stderr
     assert "Apply complete" in r.stdout
     before = snapshot(work / "state")
-    r = crctl(work, "apply", "plan.json")
+    r = crctl("apply", "plan.json", state=work / "state", cwd=work)
     assert r.returncode == 3, r.stderr
     assert snapshot(work / "state") == before
 
