@@ -3,9 +3,9 @@ through the prompt, to the end).
 
 Four applies of four different desired files of the same account start at once; each
 waits for the lock (--lock-timeout 60s), re-reads the state and applies its own plan. Each
-must exit 0 (or be refused cleanly with 3, 4 or 5); the final account equals the desired
-file of the last successful apply; the serial rises by one per apply; the audit log has
-exactly one line per applied action, the lines of one apply together. Meanwhile, plans
+must exit 0; the final account equals the desired file of the last apply; the serial
+rises by one per apply; the audit log has exactly one line per applied action, the lines
+of one apply together. Meanwhile, plans
 running in a loop only ever see a whole state (exit 0 or 2). Saved plans made from the
 same state race too: exactly one applies, the others are stale (exit 3).
 """
@@ -90,6 +90,7 @@ class PlanLoop(threading.Thread):
             r = support.crctl("plan", self.desired, "--detailed-exitcode", state=self.state,
                               timeout=120, check_clean=False)
             self.runs += 1
+            # either outcome is right: the plan reads whichever whole state is committed
             if r.returncode not in (0, 2) or "Traceback" in r.stderr:
                 self.bad.append(f"exit {r.returncode}: {r.stderr.strip()[:300]}")
 
@@ -110,14 +111,13 @@ def test_four_concurrent_applies_of_different_files(setup: dict[str, Any]) -> No
     applied: dict[str, int] = {}  # actor -> number of actions applied
     for index, (code, out, err) in enumerate(results):
         assert "Traceback" not in err and "internal error" not in err, err
-        assert code in (0, 3, 4, 5), (index, code, out, err)
-        if code == 0:
-            match = COMPLETE.search(out)
-            assert match, (index, out)
-            applied[MANAGERS[index]] = sum(map(int, match.groups()))
-        else:
-            assert err.startswith("Error: "), err
-    assert applied, "no apply succeeded"
+        # each waits for the lock, then plans its own file against the state it finds: not
+        # stale (3, saved plans only), within the safety limit (5: about 6% change at most)
+        assert code == 0, (index, code, out, err)
+        match = COMPLETE.search(out)
+        assert match, (index, out)
+        applied[MANAGERS[index]] = sum(map(int, match.groups()))
+    assert len(applied) == 4, applied
     assert not reader.bad, reader.bad[:3]
     assert reader.runs >= 1
 

@@ -247,7 +247,7 @@ def test_declarative_termination_asks_for_yes(setup: Setup) -> None:
     before = setup.files()
     args = ("apply", setup.terminate)
     refused = crctl(*args, state=setup.state, actor="jdoe", input="y\n")
-    assert refused.returncode != 0
+    assert refused.returncode == 1, refused.stdout + refused.stderr  # cancelled
     assert setup.files() == before
     accepted = crctl(*args, state=setup.state, actor="jdoe", input="yes\n")
     assert accepted.returncode == 0, accepted.stderr
@@ -438,7 +438,9 @@ def test_an_old_creation_plan_is_refused_after_termination(setup: Setup,
                  actor="jdoe").returncode == 0
     before = snapshot(state)
     result = crctl("apply", planfile, state=state, actor="jdoe")
-    assert result.returncode in (3, 5), result.stdout + result.stderr
+    # applied once already, so stale (3) with or without --force (DESIGN §5)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "stale" in result.stderr, result.stderr
     assert snapshot(state) == before
 
 
