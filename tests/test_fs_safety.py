@@ -167,7 +167,7 @@ def test_symlinked_audit_log_fails_clearly_and_the_mirror_is_never_half_written(
     check_outside_untouched(work, before, r)
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
     r = crctl("plan", "d2/acme.yaml", "--detailed-exitcode", state=work / "state", cwd=work)
-    assert r.returncode in (0, 2), r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr  # the MIR drift (or the change) remains
 
 
 def test_plan_out_through_a_symlink_is_refused(work: Path) -> None:

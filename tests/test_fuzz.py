@@ -525,6 +525,7 @@ def test_cli_validate_and_plan(cli_dir: Path, raw: bytes) -> None:
         r = support.crctl(*args, cwd=cli_dir, timeout=60, check_clean=False)
         assert time.monotonic() - started < 30
         assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+        # random input, valid (validate 0; plan 2, the account is new) or not (1)
         assert r.returncode in ((0, 1) if args[0] == "validate" else (1, 2)), r
         if r.returncode == 1:
             lines = r.stderr.splitlines()
