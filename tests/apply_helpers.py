@@ -1,7 +1,7 @@
 """Helpers for the apply, locking and crash tests: run crctl, write accounts, read state.
 
-Everything goes through the real command line (`python -m reconciler`) unless a test
-says otherwise; CRCTL_TODAY and NO_COLOR are always set explicitly.
+Everything goes through the real command line (`python -m reconciler`, tests/support.py)
+unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -11,55 +11,33 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import support
 import yaml
+from support import REPO, TODAY, crctl, crctl_env
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = ["COMPLETE_RE", "EXAMPLE_ACME", "REPO", "TODAY", "account_yaml", "acme_users",
+           "apply_ok", "audit", "complete_line", "crctl", "crctl_env", "files_of", "lock_path",
+           "mirror", "popen", "portal", "run", "save_plan", "snapshot", "user_id",
+           "wait_for_lock", "write_account", "write_mirror"]
+
 EXAMPLE_ACME = REPO / "examples" / "acme.yaml"
-TODAY = "2026-11-25"
 
 COMPLETE_RE = (r"^Apply complete: (\d+) enabled, (\d+) changed, (\d+) removed; "
                r"(\d+) users? added, (\d+) updated, (\d+) deleted\.$")
 
 
-def crctl_env(actor: str | None = None, today: str = TODAY,
-              extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env["CRCTL_TODAY"] = today
-    env["NO_COLOR"] = "1"
-    if actor is not None:
-        env["CRCTL_ACTOR"] = actor
-    env.update(extra or {})
-    return env
+def run(state: Path | str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+    """`crctl --state-dir STATE ARGS...` (support.crctl: the actor through CRCTL_ACTOR)."""
+    return crctl(*args, state=state, **kw)
 
 
-def argv(state: Path | str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "reconciler", "--state-dir", str(state), *args]
-
-
-def run(state: Path | str, *args: str, actor: str | None = None, today: str = TODAY,
-        input: str | None = None, cwd: Path | str | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess:
-    """`crctl --state-dir STATE ARGS...`; the actor goes through CRCTL_ACTOR."""
-    result = subprocess.run(argv(state, *args), env=crctl_env(actor, today), input=input,
-                            capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                            stdin=None if input is not None else subprocess.DEVNULL)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
-
-
-def popen(state: Path | str, *args: str, actor: str | None = None, today: str = TODAY,
-          stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE,
-          cwd: Path | str | None = None) -> subprocess.Popen:
-    """Start crctl. With stdout=PIPE, read it (communicate) or a long plan blocks the run."""
-    return subprocess.Popen(argv(state, *args), env=crctl_env(actor, today), stdin=stdin,
-                            stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=cwd)
+def popen(state: Path | str, *args: str, **kw: Any) -> subprocess.Popen:
+    """Start `crctl --state-dir STATE ARGS...` (support.popen)."""
+    return support.popen(*args, state=state, **kw)
 
 
 def apply_ok(state: Path | str, path: Path | str, actor: str = "jdoe", *extra: str,

@@ -5,38 +5,26 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
+import support
+from support import EXAMPLES, REPO, TODAY, assert_clean
+
+__all__ = ["EXAMPLES", "INVALID", "REPO", "TODAY", "assert_no_traceback", "expectations",
+           "run_crctl", "user_yaml"]
+
 INVALID = EXAMPLES / "invalid"
-TODAY = "2026-11-25"
 
 
 def run_crctl(*args: str | os.PathLike[str], cwd: str | os.PathLike[str],
               env: dict[str, str] | None = None,
               timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `crctl ARGS...` as a user would (`python -m reconciler`).
-
-    CRCTL_TODAY is pinned; CRCTL_DEBUG is cleared so that an internal error shows up as
-    the user would see it (and trips the "no traceback" assertions).
-    """
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("CRCTL_DEBUG", "CRCTL_STATE_DIR", "CRCTL_ACTOR")}
-    full_env["CRCTL_TODAY"] = TODAY
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *map(os.fspath, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
-    )
+    """`crctl ARGS...` in `cwd` (support.crctl); the caller checks for a traceback."""
+    return support.crctl(*args, cwd=cwd, env=env, timeout=timeout, check_clean=False)
 
 
-def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
+assert_no_traceback = assert_clean
 
 
 EXPECT = re.compile(r"^# expect: (\d+):(\d+): (\S+): (.+)$")

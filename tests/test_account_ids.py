@@ -11,39 +11,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-TODAY = "2026-11-25"
+from support import EXAMPLES, crctl
 
 # The ids of the issue, then more of the same kind (checked with fewer commands).
 BAD_IDS = ["../x", "/etc/passwd", "ACME", "a/b", "a" * 200, ""]
 MORE_BAD_IDS = ["../../escape", "-acme", "a" * 64, "acme.json", "..", "acme x", "acmé",
                 "acme/../globex"]
 LOCK_ID = "6f1c2a4e-0000-4000-8000-000000000000"
-
-
-def crctl(state: Path, *args: str | os.PathLike[str], actor: str | None = None,
-          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m reconciler --state-dir STATE ARGS...` as a user would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update({"CRCTL_TODAY": TODAY, "NO_COLOR": "1", "COLUMNS": "200"})
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", os.fspath(state)]
-    if actor:
-        cmd += ["--actor", actor]
-    cmd += [os.fspath(a) for a in args]
-    result = subprocess.run(cmd, cwd=cwd or state.parent, env=env, capture_output=True,
-                            text=True, timeout=120)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
@@ -92,8 +71,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     accounts.mkdir(parents=True)
     for name, actor in (("acme", "jdoe"), ("globex", "hank")):
         shutil.copy(EXAMPLES / f"{name}.yaml", accounts / f"{name}.yaml")
-        result = crctl(work / "state", "apply", accounts / f"{name}.yaml", "--auto-approve",
-                       actor=actor)
+        result = crctl("apply", accounts / f"{name}.yaml", "--auto-approve",
+                       state=work / "state", actor=actor)
         assert result.returncode == 0, result.stderr
     return root
 
@@ -115,8 +94,10 @@ def command_lines(account: str, out: Path, *, full: bool = True) -> list[list[st
 
 
 def run_all(state: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Each command in the state's parent folder: what it writes beside the state shows."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda args: crctl(state, *args, actor="jdoe"), commands))
+        return list(pool.map(lambda args: crctl(*args, state=state, actor="jdoe",
+                                                cwd=state.parent), commands))
 
 
 @pytest.mark.parametrize("account", BAD_IDS + MORE_BAD_IDS, ids=lambda a: repr(a)[:24])
@@ -163,7 +144,7 @@ def test_good_account_ids_are_accepted(world: Path, account: str) -> None:
     state = world / "work" / "state"
     before = tree(world)
     for cmd in (["users", account], ["import", account]):
-        result = crctl(state, *cmd)
+        result = crctl(*cmd, state=state)
         assert result.returncode == 1
         assert "invalid account id" not in result.stderr, result.stderr
         assert "does not exist" in result.stderr, result.stderr
@@ -172,8 +153,8 @@ def test_good_account_ids_are_accepted(world: Path, account: str) -> None:
 
 def test_existing_accounts_still_work(world: Path) -> None:
     state = world / "work" / "state"
-    assert crctl(state, "users", "acme").returncode == 0
-    assert crctl(state, "import", "globex").returncode == 0
+    assert crctl("users", "acme", state=state).returncode == 0
+    assert crctl("import", "globex", state=state).returncode == 0
 
 
 # -- account ids in saved plan files -----------------------------------------------------------
@@ -187,7 +168,7 @@ def new_account_plan(world: Path) -> dict[str, Any]:
     desired.write_text((EXAMPLES / "globex.yaml").read_text().replace(
         "account: globex", "account: zeta"))
     planfile = work / "zeta.plan"
-    result = crctl(work / "state", "plan", desired, "--out", planfile)
+    result = crctl("plan", desired, "--out", planfile, state=work / "state")
     assert result.returncode == 0, result.stderr
     doc = json.loads(planfile.read_text())
     assert doc["checksum"] == plan_checksum(doc)  # the recipe used below is the real one
@@ -204,7 +185,7 @@ def existing_account_plan(world: Path) -> dict[str, Any]:
     desired.write_text((EXAMPLES / "acme.yaml").read_text().replace(
         "location: Toronto", "location: Kanata"))
     planfile = work / "acme-change.plan"
-    result = crctl(work / "state", "plan", desired, "--out", planfile)
+    result = crctl("plan", desired, "--out", planfile, state=work / "state")
     assert result.returncode == 0, result.stderr
     doc = json.loads(planfile.read_text())
     planfile.unlink()
@@ -247,7 +228,7 @@ def test_bad_account_id_in_a_directory_plan_stops_every_account(
     try:
         before = tree(world)
         for args in (["show", str(planfile)], ["apply", str(planfile)]):
-            result = crctl(work / "state", *args, actor="hank")
+            result = crctl(*args, state=work / "state", actor="hank", cwd=work)
             assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert tree(world) == before
         assert not (work / "state" / "portal" / "zeta.json").exists()
@@ -262,7 +243,7 @@ def test_the_unedited_plan_is_valid(world: Path, new_account_plan: dict[str, Any
     planfile = work / "control.plan"
     planfile.write_text(json.dumps(with_account(new_account_plan, "zeta")))
     try:
-        result = crctl(work / "state", "show", planfile)
+        result = crctl("show", planfile, state=work / "state")
         assert result.returncode == 0, result.stderr
         assert "zeta" in result.stdout
     finally:
@@ -277,9 +258,10 @@ def test_bad_account_id_in_a_desired_file(tmp_path: Path) -> None:
                                                                    "account: ACME"))
     state = tmp_path / "state"
     for args in (["validate", path], ["plan", path], ["apply", path, "--auto-approve"]):
-        result = crctl(state, *args, actor="jdoe")
+        result = crctl(*args, state=state, actor="jdoe", cwd=tmp_path)
         assert result.returncode == 1, (args, result.stderr)
     assert not state.exists()
+    assert list(tmp_path.iterdir()) == [accounts]
 
 
 # -- a trailing newline --------------------------------------------------------------------------
@@ -297,9 +279,9 @@ def test_account_id_with_a_trailing_newline_in_a_saved_plan(
     state = tmp_path / "state"
     planfile = tmp_path / "nl.plan"
     planfile.write_text(json.dumps(with_account(new_account_plan, "zeta\n")))
-    result = crctl(state, "apply", planfile, actor="hank", cwd=tmp_path)
+    result = crctl("apply", planfile, state=state, actor="hank", cwd=tmp_path)
     created = sorted(p.name for p in state.rglob("*") if p.is_file()) if state.exists() else []
     assert created == [], created
     assert result.returncode == 1, (result.stdout, result.stderr)
-    result = crctl(state, "show", planfile, cwd=tmp_path)
+    result = crctl("show", planfile, state=state, cwd=tmp_path)
     assert result.returncode == 1, (result.stdout, result.stderr)

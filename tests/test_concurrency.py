@@ -3,9 +3,9 @@ through the prompt, to the end).
 
 Four applies of four different desired files of the same account start at once; each
 waits for the lock (--lock-timeout 60s), re-reads the state and applies its own plan. Each
-must exit 0 (or be refused cleanly with 3, 4 or 5); the final account equals the desired
-file of the last successful apply; the serial rises by one per apply; the audit log has
-exactly one line per applied action, the lines of one apply together. Meanwhile, plans
+must exit 0; the final account equals the desired file of the last apply; the serial
+rises by one per apply; the audit log has exactly one line per applied action, the lines
+of one apply together. Meanwhile, plans
 running in a loop only ever see a whole state (exit 0 or 2). Saved plans made from the
 same state race too: exactly one applies, the others are stale (exit 3).
 """
@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
+from support import REPO, popen
 
-REPO = Path(__file__).resolve().parent.parent
-TODAY = "2026-11-25"
 ACCOUNT = "acme"
 MANAGERS = [f"user{i:06d}" for i in range(4)]  # one actor per concurrent apply
+crctl = partial(support.crctl, actor=MANAGERS[0])
 COMPLETE = re.compile(r"^Apply complete: (\d+) enabled, (\d+) changed, (\d+) removed; "
                       r"(\d+) users? added, (\d+) updated, (\d+) deleted\.$", re.M)
 
@@ -41,27 +40,6 @@ def _generator() -> Any:
 
 
 GEN = _generator()
-
-
-def env(actor: str | None) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    out.update(CRCTL_TODAY=TODAY, NO_COLOR="1")
-    if actor:
-        out["CRCTL_ACTOR"] = actor
-    return out
-
-
-def argv(state: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "reconciler", "--state-dir", str(state), *args]
-
-
-def crctl(state: Path, *args: str, actor: str | None = MANAGERS[0]
-          ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(argv(state, *args), env=env(actor), capture_output=True, text=True,
-                       timeout=120, stdin=subprocess.DEVNULL)
-    for stream in (r.stdout, r.stderr):
-        assert "Traceback" not in stream and "internal error" not in stream, stream
-    return r
 
 
 def audit(state: Path) -> list[dict[str, Any]]:
@@ -91,7 +69,7 @@ def setup(tmp_path: Path) -> dict[str, Any]:
         (folder / f"{ACCOUNT}.yaml").write_text(GEN.to_yaml(ACCOUNT, changed))
         desired.append(folder / f"{ACCOUNT}.yaml")
     state = tmp_path / "state"
-    r = crctl(state, "apply", str(tmp_path / "base" / f"{ACCOUNT}.yaml"), "--auto-approve")
+    r = crctl("apply", str(tmp_path / "base" / f"{ACCOUNT}.yaml"), "--auto-approve", state=state)
     assert r.returncode == 0, r.stderr
     return {"state": state, "desired": desired}
 
@@ -108,10 +86,11 @@ class PlanLoop(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            r = subprocess.run(argv(self.state, "plan", str(self.desired),
-                                    "--detailed-exitcode"), env=env(None),
-                               capture_output=True, text=True, timeout=120)
+            # a failed assert would die with this thread: record it for the test instead
+            r = support.crctl("plan", self.desired, "--detailed-exitcode", state=self.state,
+                              timeout=120, check_clean=False)
             self.runs += 1
+            # either outcome is right: the plan reads whichever whole state is committed
             if r.returncode not in (0, 2) or "Traceback" in r.stderr:
                 self.bad.append(f"exit {r.returncode}: {r.stderr.strip()[:300]}")
 
@@ -122,10 +101,8 @@ def test_four_concurrent_applies_of_different_files(setup: dict[str, Any]) -> No
     audit_before = len(audit(state))
     reader = PlanLoop(state, desired[0])
     reader.start()
-    procs = [subprocess.Popen(argv(state, "apply", str(path), "--auto-approve",
-                                   "--lock-timeout", "60s"),
-                              env=env(MANAGERS[index]), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [popen("apply", path, "--auto-approve", "--lock-timeout", "60s", state=state,
+                   actor=MANAGERS[index])
              for index, path in enumerate(desired)]
     results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
     reader.stop.set()
@@ -134,14 +111,13 @@ def test_four_concurrent_applies_of_different_files(setup: dict[str, Any]) -> No
     applied: dict[str, int] = {}  # actor -> number of actions applied
     for index, (code, out, err) in enumerate(results):
         assert "Traceback" not in err and "internal error" not in err, err
-        assert code in (0, 3, 4, 5), (index, code, out, err)
-        if code == 0:
-            match = COMPLETE.search(out)
-            assert match, (index, out)
-            applied[MANAGERS[index]] = sum(map(int, match.groups()))
-        else:
-            assert err.startswith("Error: "), err
-    assert applied, "no apply succeeded"
+        # each waits for the lock, then plans its own file against the state it finds: not
+        # stale (3, saved plans only), within the safety limit (5: about 6% change at most)
+        assert code == 0, (index, code, out, err)
+        match = COMPLETE.search(out)
+        assert match, (index, out)
+        applied[MANAGERS[index]] = sum(map(int, match.groups()))
+    assert len(applied) == 4, applied
     assert not reader.bad, reader.bad[:3]
     assert reader.runs >= 1
 
@@ -166,11 +142,11 @@ def test_four_concurrent_applies_of_different_files(setup: dict[str, Any]) -> No
 
     # the final state is the desired state of the last successful apply
     last = MANAGERS.index(groups[-1][1])
-    r = crctl(state, "plan", str(desired[last]), "--detailed-exitcode")
+    r = crctl("plan", str(desired[last]), "--detailed-exitcode", state=state)
     assert r.returncode == 0 and "No changes." in r.stdout, (last, r.stdout, r.stderr)
     others = [i for i in range(4) if i != last]
     for index in others:
-        r = crctl(state, "plan", str(desired[index]), "--detailed-exitcode")
+        r = crctl("plan", str(desired[index]), "--detailed-exitcode", state=state)
         assert r.returncode == 2, (index, r.stdout)
     assert not list(state.rglob("*.tmp-*")), list(state.rglob("*.tmp-*"))
     assert not (state / "locks" / f"{ACCOUNT}.lock").exists()
@@ -182,13 +158,11 @@ def test_concurrent_saved_plans_from_the_same_state(setup: dict[str, Any]) -> No
     plans = []
     for path in desired:
         out = path.parent / "acme.plan"
-        r = crctl(state, "plan", str(path), "--out", str(out))
+        r = crctl("plan", str(path), "--out", str(out), state=state)
         assert r.returncode == 0, r.stderr
         plans.append(out)
     audit_before = len(audit(state))
-    procs = [subprocess.Popen(argv(state, "apply", str(plan), "--lock-timeout", "60s"),
-                              env=env(MANAGERS[index]), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [popen("apply", plan, "--lock-timeout", "60s", state=state, actor=MANAGERS[index])
              for index, plan in enumerate(plans)]
     results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
     codes = [code for code, _, _ in results]
@@ -200,7 +174,7 @@ def test_concurrent_saved_plans_from_the_same_state(setup: dict[str, Any]) -> No
             assert "stale" in err, err
     actions = len(json.loads(plans[winner].read_text())["actions"])
     assert len(audit(state)) - audit_before == actions
-    r = crctl(state, "plan", str(desired[winner]), "--detailed-exitcode")
+    r = crctl("plan", str(desired[winner]), "--detailed-exitcode", state=state)
     assert r.returncode == 0 and "No changes." in r.stdout, r.stdout
 
 
@@ -210,10 +184,8 @@ def test_concurrent_applies_of_the_same_file(setup: dict[str, Any]) -> None:
     state, desired = setup["state"], setup["desired"]
     serial_before = portal(state)["serial"]
     audit_before = len(audit(state))
-    procs = [subprocess.Popen(argv(state, "apply", str(desired[1]), "--auto-approve",
-                                   "--lock-timeout", "60s"),
-                              env=env(MANAGERS[index]), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [popen("apply", desired[1], "--auto-approve", "--lock-timeout", "60s",
+                   state=state, actor=MANAGERS[index])
              for index in range(4)]
     results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], results

@@ -19,36 +19,22 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
+from support import TODAY
 
-TODAY = "2026-11-25"
 ACTOR = "user000000"  # the Decision Maker of the generated account
+crctl = partial(support.crctl, actor=ACTOR, timeout=60)
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-def crctl(cwd: Path, *args: str, actor: str | None = ACTOR,
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update(CRCTL_TODAY=TODAY, NO_COLOR="1")
-    if actor:
-        env["CRCTL_ACTOR"] = actor
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "--state-dir", str(cwd / "state"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
-
 
 def run_cli(cwd: Path, *args: str, actor: str | None = ACTOR) -> tuple[int, str, str]:
     """`crctl --state-dir CWD/state ARGS` in this process (reconciler.cli.main, sys.argv
@@ -183,9 +169,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "d2").mkdir()
     (work / "d1" / "acme.yaml").write_text(base_yaml())
     (work / "d2" / "acme.yaml").write_text(changed_yaml())
-    r = crctl(work, "apply", "d1/acme.yaml", "--auto-approve")
+    r = crctl("apply", "d1/acme.yaml", "--auto-approve", state=work / "state", cwd=work)
     assert r.returncode == 0, r.stderr
-    r = crctl(work, "plan", "d2/acme.yaml", "--out", "plan.json")
+    r = crctl("plan", "d2/acme.yaml", "--out", "plan.json", state=work / "state", cwd=work)
     assert r.returncode == 0, r.stderr
     kinds = [a["action"] for a in json.loads((work / "plan.json").read_text())["actions"]]
     assert set(kinds) == {"remove", "delete_user", "add_user", "update_user", "change",
@@ -216,27 +202,29 @@ class Result:
     stderr: str
 
 
-def apply_refused(work: Path, content: bytes, codes: tuple[int, ...] = (1, 3),
-                  *extra: str, words: tuple[str, ...] = (),
-                  subprocess_run: bool = False) -> Result:
-    """Write `content` as hostile.plan, apply it; assert refusal and an untouched state."""
+def apply_refused(work: Path, content: bytes, code: int, *extra: str, show: int = 0,
+                  words: tuple[str, ...] = (), subprocess_run: bool = False) -> Result:
+    """Write `content` as hostile.plan, apply it; assert the refusal's exit `code` (DESIGN
+    §4: 1 for a file that is not a plan or a plan that would break the account's rules, 3
+    for an altered or stale one) and an untouched state. `show` is what `crctl show` exits
+    with on the same file: 0 (a well-formed plan renders), 1 (not a plan), 3 (altered)."""
     (work / "hostile.plan").write_bytes(content)
     before = snapshot(work / "state")
     if subprocess_run:
-        p = crctl(work, "apply", "hostile.plan", *extra)
+        p = crctl("apply", "hostile.plan", *extra, state=work / "state", cwd=work)
         r = Result(p.returncode, p.stdout, p.stderr)
     else:
         r = Result(*run_cli(work, "apply", "hostile.plan", *extra))
-    assert r.returncode in codes, (r.returncode, r.stdout, r.stderr)
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     assert r.stderr.strip(), "a refusal must say why"
     assert r.stderr.startswith("Error: ") or ": error: " in r.stderr, r.stderr
     assert "Apply complete" not in r.stdout
     for word in words:
         assert word.lower() in r.stderr.lower(), (word, r.stderr)
     assert snapshot(work / "state") == before, "the state directory changed"
-    # `show` must not crash on it either (it may render a well-formed one)
-    code, _, err = run_cli(work, "show", "hostile.plan")
-    assert code in (0, 1, 3), (code, err)
+    # `show` must not crash on it either (it renders a well-formed one)
+    shown, _, err = run_cli(work, "show", "hostile.plan")
+    assert shown == show, (shown, err)
     return r
 
 
@@ -271,7 +259,7 @@ BROKEN: dict[str, bytes] = {
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_plan_file_is_refused(work: Path, name: str) -> None:
-    r = apply_refused(work, BROKEN[name], (1,))
+    r = apply_refused(work, BROKEN[name], 1, show=1)
     if name not in ("empty-file", "whitespace-only", "string"):
         # a JSON-looking file is read as a plan: the message names the plan file
         assert "hostile.plan" in r.stderr, r.stderr
@@ -280,7 +268,7 @@ def test_broken_plan_file_is_refused(work: Path, name: str) -> None:
 def test_unknown_format_version_says_so(work: Path) -> None:
     doc = plan_doc(work)
     doc["format_version"] = "2"
-    r = apply_refused(work, dump(resign(doc)), (1,))
+    r = apply_refused(work, dump(resign(doc)), 1, show=1)
     assert "format_version" in r.stderr
 
 
@@ -327,7 +315,7 @@ SHAPE: dict[str, Callable[[dict[str, Any]], Any]] = {
 def test_wrong_shape_with_valid_checksum_is_refused(work: Path, name: str) -> None:
     doc = SHAPE[name](plan_doc(work))
     doc["checksum"] = canonical_checksum(doc)
-    apply_refused(work, dump(doc), (1,), words=("hostile.plan",))
+    apply_refused(work, dump(doc), 1, show=1, words=("hostile.plan",))
     # nothing was created outside the state directory by a path-like id
     assert not (work / "evil").exists() and not (work.parent / "evil").exists()
 
@@ -337,7 +325,7 @@ def test_path_separator_account_in_a_list_plan(work: Path) -> None:
     bad = copy.deepcopy(good)
     bad["account"] = "../../outside"
     bad["checksum"] = canonical_checksum(bad)
-    apply_refused(work, dump([good, bad]), (1,))
+    apply_refused(work, dump([good, bad]), 1, show=1)
     assert not (work.parent / "outside").exists()
 
 
@@ -345,13 +333,12 @@ def test_account_id_with_trailing_newline_is_refused(work: Path) -> None:
     """A new-account plan whose account id ends with a newline (checksum recomputed)."""
     (work / "d3").mkdir()
     (work / "d3" / "acme.yaml").write_text(base_yaml())
-    r = crctl(work, "--state-dir", str(work / "fresh"), "plan", "d3/acme.yaml",
-              "--out", "new.json")
+    r = crctl("plan", "d3/acme.yaml", "--out", "new.json", state=work / "fresh", cwd=work)
     assert r.returncode == 0, r.stderr
     doc = json.loads((work / "new.json").read_text())
     doc["account"] = "acme\n"
     (work / "hostile.plan").write_bytes(dump(resign(doc)))
-    r = crctl(work, "--state-dir", str(work / "fresh"), "apply", "hostile.plan")
+    r = crctl("apply", "hostile.plan", state=work / "fresh", cwd=work)
     created = sorted(os.listdir(work / "fresh" / "portal")) if (
         work / "fresh" / "portal").exists() else []
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr, created)
@@ -361,15 +348,16 @@ def test_account_id_with_trailing_newline_is_refused(work: Path) -> None:
 def test_missing_checksum_is_refused(work: Path) -> None:
     doc = plan_doc(work)
     del doc["checksum"]
-    apply_refused(work, dump(doc), (1, 3))
+    apply_refused(work, dump(doc), 1, show=1)  # not a plan (the schema requires it)
 
 
 def test_checksum_uppercase_or_truncated_is_refused(work: Path) -> None:
     doc = plan_doc(work)
     doc["checksum"] = doc["checksum"].upper()
-    apply_refused(work, dump(doc), (1, 3))
+    # not a plan: the schema wants 64 lowercase hex digits
+    apply_refused(work, dump(doc), 1, show=1)
     doc["checksum"] = doc["checksum"][:10].lower()
-    apply_refused(work, dump(doc), (1, 3))
+    apply_refused(work, dump(doc), 1, show=1)
 
 
 # -- altered plans (exit 3) -----------------------------------------------------------------
@@ -377,41 +365,41 @@ def test_checksum_uppercase_or_truncated_is_refused(work: Path) -> None:
 def test_edit_without_new_checksum_is_altered(work: Path) -> None:
     doc = plan_doc(work)
     find(doc, "change")["after"]["product"] = "on-demand"
-    apply_refused(work, dump(doc), (3,), words=("altered",))
+    apply_refused(work, dump(doc), 3, show=3, words=("altered",))
 
 
 def test_summary_that_does_not_match_the_actions(work: Path) -> None:
     doc = plan_doc(work)
     doc["summary"]["remove"] = 0
-    apply_refused(work, dump(resign(doc, summary=False)), (3,), words=("summary",))
+    apply_refused(work, dump(resign(doc, summary=False)), 3, show=3, words=("summary",))
 
 
 def test_dropped_action_with_stale_summary(work: Path) -> None:
     doc = plan_doc(work)
     doc["actions"] = [a for a in doc["actions"] if a["action"] != "remove"]
-    apply_refused(work, dump(resign(doc, summary=False)), (3,))
+    apply_refused(work, dump(resign(doc, summary=False)), 3, show=3)
 
 
 def test_checksum_option_mismatch(work: Path) -> None:
     content = (work / "plan.json").read_bytes()
-    apply_refused(work, content, (3,), "--checksum", "0" * 64, words=("checksum",))
+    apply_refused(work, content, 3, "--checksum", "0" * 64, words=("checksum",))
 
 
 def test_checksum_option_on_a_list_plan_is_refused(work: Path) -> None:
     doc = plan_doc(work)
-    apply_refused(work, dump([doc, doc]), (1, 3), "--checksum", doc["checksum"])
+    apply_refused(work, dump([doc, doc]), 1, "--checksum", doc["checksum"])
 
 
 def test_stale_lineage_and_serial(work: Path) -> None:
     doc = plan_doc(work)
     doc["prior_state"]["serial"] += 1
-    apply_refused(work, dump(resign(doc)), (3,), words=("stale",))
+    apply_refused(work, dump(resign(doc)), 3, words=("stale",))
     doc = plan_doc(work)
     doc["prior_state"]["lineage"] = "00000000-0000-0000-0000-000000000000"
-    apply_refused(work, dump(resign(doc)), (3,), words=("stale",))
+    apply_refused(work, dump(resign(doc)), 3, words=("stale",))
     doc = plan_doc(work)
     doc["prior_state"] = {"lineage": None, "serial": 0}  # "made before the account existed"
-    apply_refused(work, dump(resign(doc)), (3,))
+    apply_refused(work, dump(resign(doc)), 3)
 
 
 # -- semantic forgeries with a recomputed checksum ------------------------------------------
@@ -584,6 +572,16 @@ def _moved_on(work: Path) -> None:
         fh.write("# edited after planning\n")
 
 
+# Forgeries that the plan schema itself refuses: not a plan (exit 1), whatever the desired
+# file says.
+NOT_A_PLAN = {"after-is-list", "change-after-missing-product"}
+# Forgeries whose actions fit the current state but would leave an invalid account: while
+# the desired file is unchanged, re-planning shows the plan altered (3); once it moved on,
+# the applier refuses the result as invalid (1: "the plan would break the account's rules").
+BREAKS_RULES = {"add-after-extension-x", "add-after-profile-root", "add-email-collides-case",
+                "add-extension-collides", "strip-decision-maker"}
+
+
 @pytest.mark.parametrize("desired", ["unchanged", "moved-on"])
 @pytest.mark.parametrize("name", sorted(FORGED))
 def test_forged_plan_is_refused(work: Path, name: str, desired: str) -> None:
@@ -591,7 +589,8 @@ def test_forged_plan_is_refused(work: Path, name: str, desired: str) -> None:
     FORGED[name](doc)
     if desired == "moved-on":
         _moved_on(work)
-    apply_refused(work, dump(resign(doc)), (1, 3))
+    code = 1 if name in NOT_A_PLAN or (desired == "moved-on" and name in BREAKS_RULES) else 3
+    apply_refused(work, dump(resign(doc)), code, show=1 if name in NOT_A_PLAN else 0)
 
 
 # Forgeries the applier once let through (each was a separate reported bug; the text says
@@ -634,7 +633,7 @@ def test_forged_plan_desired_unchanged_is_refused_as_altered(work: Path, name: s
     """With the desired file present and unchanged, re-planning catches every forgery."""
     doc = plan_doc(work)
     BUG_FORGED[name][0](doc)
-    apply_refused(work, dump(resign(doc)), (3,), words=("altered",))
+    apply_refused(work, dump(resign(doc)), 3, words=("altered",))
 
 
 @pytest.mark.parametrize("name", sorted(BUG_FORGED))
@@ -642,7 +641,7 @@ def test_forged_plan_desired_moved_on_is_refused(work: Path, name: str) -> None:
     doc = plan_doc(work)
     BUG_FORGED[name][0](doc)
     _moved_on(work)
-    apply_refused(work, dump(resign(doc)), (1, 3))
+    apply_refused(work, dump(resign(doc)), 3)  # the applier's own checks: it does not fit the state
 
 
 @pytest.mark.parametrize("product", ["bogus", 1])
@@ -654,15 +653,15 @@ def test_unknown_product_in_plan_is_refused_not_crashing(work: Path, product: An
     (work / "hostile.plan").write_bytes(dump(resign(doc)))
     before = snapshot(work / "state")
     code, out, err = run_cli(work, "show", "hostile.plan")
-    assert code in (0, 1, 3), err
-    apply_refused(work, dump(resign(doc)), (1, 3))
+    assert code == 1 and "not a valid crctl plan file" in err, err
+    apply_refused(work, dump(resign(doc)), 1, show=1)
     assert snapshot(work / "state") == before
 
 
 def test_altered_message_is_clean_with_many_differences(work: Path) -> None:
     doc = plan_doc(work)
     _reverse(doc)
-    r = apply_refused(work, dump(resign(doc)), (3,), words=("altered",),
+    r = apply_refused(work, dump(resign(doc)), 3, words=("altered",),
                       subprocess_run=True)
     assert "DeepDiff" not in r.stderr, r.stderr
     assert r.stderr.startswith("Error: "), r.stderr
@@ -670,15 +669,15 @@ def test_altered_message_is_clean_with_many_differences(work: Path) -> None:
 
 def test_subprocess_refusals(work: Path) -> None:
     """A few refusals through the real command line (the rest run in-process)."""
-    apply_refused(work, BROKEN["malformed-json"], (1,), subprocess_run=True)
-    apply_refused(work, BROKEN["empty-list"], (1,), subprocess_run=True)
+    apply_refused(work, BROKEN["malformed-json"], 1, show=1, subprocess_run=True)
+    apply_refused(work, BROKEN["empty-list"], 1, show=1, subprocess_run=True)
     doc = plan_doc(work)
     doc["account"] = "../evil"
-    apply_refused(work, dump(resign(doc)), (1,), subprocess_run=True)
+    apply_refused(work, dump(resign(doc)), 1, show=1, subprocess_run=True)
     doc = plan_doc(work)
     _ghost_user(doc)
     _moved_on(work)
-    apply_refused(work, dump(resign(doc)), (3,), subprocess_run=True)
+    apply_refused(work, dump(resign(doc)), 3, subprocess_run=True)
 
 
 def test_raised_safety_limit_in_a_forged_plan_is_refused(work: Path) -> None:
@@ -696,7 +695,7 @@ def test_raised_safety_limit_in_a_forged_plan_is_refused(work: Path) -> None:
     doc = json.loads((work / "forced.plan").read_text())
     assert doc["safety"]["max_remove_pct"] == 60
     doc["safety"]["max_remove_pct"] = 100
-    apply_refused(work, dump(resign(doc)), (3, 5))
+    apply_refused(work, dump(resign(doc)), 3, words=("altered",))
 
 
 def test_valid_checksum_over_altered_content_is_refused_as_altered(work: Path) -> None:
@@ -704,7 +703,7 @@ def test_valid_checksum_over_altered_content_is_refused_as_altered(work: Path) -
     doc = plan_doc(work)
     find(doc, "change")["after"]["product"] = "on-demand"
     find(doc, "change")["changed"] = []
-    r = apply_refused(work, dump(resign(doc)), (3,), words=("altered",))
+    r = apply_refused(work, dump(resign(doc)), 3, words=("altered",))
     assert "acme" in r.stderr
 
 
@@ -712,16 +711,16 @@ def test_desired_file_deleted_after_planning_still_checks(work: Path) -> None:
     doc = plan_doc(work)
     _ghost_user(doc)
     os.unlink(work / "d2" / "acme.yaml")
-    apply_refused(work, dump(resign(doc)), (3,))
+    apply_refused(work, dump(resign(doc)), 3)
 
 
 def test_genuine_plan_still_applies_once(work: Path) -> None:
     """Control: the untouched plan applies, and only once."""
-    r = crctl(work, "apply", "plan.json")
+    r = crctl("apply", "plan.json", state=work / "state", cwd=work)
     assert r.returncode == 0, r.stderr
     assert "Apply complete" in r.stdout
     before = snapshot(work / "state")
-    r = crctl(work, "apply", "plan.json")
+    r = crctl("apply", "plan.json", state=work / "state", cwd=work)
     assert r.returncode == 3, r.stderr
     assert snapshot(work / "state") == before
 
@@ -732,7 +731,7 @@ def test_altered_message_names_the_field_that_differs(work: Path) -> None:
     cr = enable["after"]["call_recording"] if "call_recording" in enable["after"] \
         else enable["after"]
     cr["product"] = "always-on" if cr["product"] == "on-demand" else "on-demand"
-    r = apply_refused(work, dump(resign(doc)), (3,), words=("altered",),
+    r = apply_refused(work, dump(resign(doc)), 3, words=("altered",),
                       subprocess_run=True)
     assert "product differs" in r.stderr, r.stderr
     assert f"({enable['action']} for {enable['user']})" in r.stderr, r.stderr

@@ -10,50 +10,28 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import EXAMPLES, REPO, crctl
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-TODAY = "2026-11-25"
 SCHEMA_LINE = "# yaml-language-server: $schema="
 USER_KEY_ORDER = ("first_name", "last_name", "email", "extension", "phone_number", "profile",
                   "location", "roles", "call_recording")
 TOP_KEY_ORDER = ("account", "name", "safety", "users")
 
 
-def crctl(state: Path, *args: str | os.PathLike[str], actor: str | None = None,
-          timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `python -m reconciler --state-dir STATE ARGS...` as a user would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update({"CRCTL_TODAY": TODAY, "NO_COLOR": "1", "COLUMNS": "200"})
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", os.fspath(state)]
-    if actor:
-        cmd += ["--actor", actor]
-    cmd += [os.fspath(a) for a in args]
-    result = subprocess.run(cmd, cwd=state.parent, env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
-
-
 def apply_file(state: Path, path: Path, actor: str) -> None:
-    result = crctl(state, "apply", path, "--auto-approve", actor=actor)
+    result = crctl("apply", path, "--auto-approve", state=state, actor=actor)
     assert result.returncode == 0, result.stderr + result.stdout
 
 
 def import_account(state: Path, account: str) -> str:
-    result = crctl(state, "import", account)
+    result = crctl("import", account, state=state)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -61,12 +39,12 @@ def import_account(state: Path, account: str) -> str:
 def assert_plans_no_changes(state: Path, path: Path, actor: str) -> None:
     """Planning `path` shows no changes (exit 0 with --detailed-exitcode); applying it
     changes nothing either."""
-    result = crctl(state, "plan", path, "--detailed-exitcode")
+    result = crctl("plan", path, "--detailed-exitcode", state=state)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No changes." in result.stdout, result.stdout
     portal = state / "portal" / f"{path.stem}.json"
     before = portal.read_bytes()
-    result = crctl(state, "apply", path, "--auto-approve", actor=actor)
+    result = crctl("apply", path, "--auto-approve", state=state, actor=actor)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("No changes."), result.stdout
     assert portal.read_bytes() == before
@@ -78,7 +56,7 @@ def round_trip(state: Path, account: str, actor: str, where: Path) -> str:
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{account}.yaml"
     path.write_text(text, encoding="utf-8")
-    assert crctl(state, "validate", path).returncode == 0
+    assert crctl("validate", path, state=state).returncode == 0
     assert_plans_no_changes(state, path, actor)
     return text
 
@@ -204,7 +182,7 @@ def test_import_out_writes_the_same_text_as_stdout(examples_state: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "out" / "acme.yaml"
     out.parent.mkdir()
-    result = crctl(examples_state, "import", "acme", "--out", out)
+    result = crctl("import", "acme", "--out", out, state=examples_state)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert str(out) in result.stderr
@@ -213,7 +191,7 @@ def test_import_out_writes_the_same_text_as_stdout(examples_state: Path,
 
 def test_import_out_to_an_unwritable_place_is_an_error(examples_state: Path,
                                                        tmp_path: Path) -> None:
-    result = crctl(examples_state, "import", "acme", "--out", tmp_path / "missing" / "a.yaml")
+    result = crctl("import", "acme", "--out", tmp_path / "missing" / "a.yaml", state=examples_state)
     assert result.returncode == 1
     assert not (tmp_path / "missing").exists()
 
@@ -221,7 +199,7 @@ def test_import_out_to_an_unwritable_place_is_an_error(examples_state: Path,
 def test_import_of_an_unknown_account_is_an_error(examples_state: Path,
                                                   tmp_path: Path) -> None:
     out = tmp_path / "initech.yaml"
-    result = crctl(examples_state, "import", "initech", "--out", out)
+    result = crctl("import", "initech", "--out", out, state=examples_state)
     assert result.returncode == 1
     assert "initech" in result.stderr
     assert not out.exists()
@@ -266,21 +244,15 @@ def test_round_trip_after_changes_and_a_rename(tmp_path: Path) -> None:
 def test_round_trip_with_an_activation_date_in_the_past(tmp_path: Path) -> None:
     """A service whose activation date has come keeps its date in the imported file."""
     state = example_state(tmp_path, "acme")
-    env_today = "2026-12-05"
     path = tmp_path / "imported" / "acme.yaml"
     path.parent.mkdir()
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", str(state), "sync", "acme"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update({"CRCTL_TODAY": env_today, "NO_COLOR": "1", "CRCTL_ACTOR": "jdoe"})
-    assert subprocess.run(cmd, env=env, capture_output=True, timeout=60).returncode == 0
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", str(state), "import", "acme"]
-    later = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    kw: dict[str, Any] = {"state": state, "actor": "jdoe", "today": "2026-12-05"}
+    assert crctl("sync", "acme", **kw).returncode == 0
+    later = crctl("import", "acme", **kw)
     assert later.returncode == 0, later.stderr
     assert "      activation_date: 2026-12-01" in later.stdout.splitlines()
     path.write_text(later.stdout, encoding="utf-8")
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", str(state), "plan", str(path),
-           "--detailed-exitcode"]
-    planned = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    planned = crctl("plan", path, "--detailed-exitcode", **kw)
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert "No changes." in planned.stdout
 
@@ -341,7 +313,7 @@ def test_round_trip_with_awkward_names(tmp_path: Path) -> None:
     text = round_trip(state, "weird", "jdoe", tmp_path / "imported")
     assert text.splitlines()[0].startswith(SCHEMA_LINE)
     # The values themselves survived (not just "some" file planning to no changes).
-    rows = json.loads(crctl(state, "users", "weird", "--format", "json").stdout)
+    rows = json.loads(crctl("users", "weird", "--format", "json", state=state).stdout)
     names = {r["username"]: r["full_name"] for r in rows}
     for username, extra in AWKWARD.items():
         assert names[username] == f"{extra['first_name']} {extra['last_name']}"

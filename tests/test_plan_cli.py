@@ -12,37 +12,15 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import EXAMPLES, TODAY, crctl
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
 ACME = EXAMPLES / "acme.yaml"
 GLOBEX = EXAMPLES / "globex.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
-TODAY = "2026-11-25"
-
-
-def crctl(*args: Any, state: Path | None = None, actor: str | None = None,
-          today: str = TODAY, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`crctl ARGS...` as a user runs it, with CRCTL_TODAY pinned and NO_COLOR set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update(CRCTL_TODAY=today, NO_COLOR="1")
-    cmd = [sys.executable, "-m", "reconciler"]
-    if state is not None:
-        cmd += ["--state-dir", str(state)]
-    if actor is not None:
-        cmd += ["--actor", actor]
-    cmd += [str(a) for a in args]
-    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True,
-                            timeout=120)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream and "internal error" not in stream, stream
-    return result
 
 
 def apply(path: Path, state: Path, today: str = TODAY) -> None:

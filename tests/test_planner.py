@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import REPO, TODAY, crctl
 
 from reconciler import service
 from reconciler.backends.local import LocalBackend
@@ -25,31 +24,11 @@ from reconciler.plan import ORDER, Kind
 from reconciler.render.common import summary_line
 from reconciler.validate import load_desired
 
-REPO = Path(__file__).resolve().parent.parent
 ACME = REPO / "examples" / "acme.yaml"
-TODAY = "2026-11-25"
 ACTOR = "jdoe"
 
 
 # -- helpers (self-contained: other test files have their own) ------------------------------
-
-def crctl(*args: Any, state: Path | None = None, actor: str | None = None,
-          today: str = TODAY, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`crctl ARGS...` as a user runs it, with CRCTL_TODAY pinned and NO_COLOR set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update(CRCTL_TODAY=today, NO_COLOR="1")
-    cmd = [sys.executable, "-m", "reconciler"]
-    if state is not None:
-        cmd += ["--state-dir", str(state)]
-    if actor is not None:
-        cmd += ["--actor", actor]
-    cmd += [str(a) for a in args]
-    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True,
-                            timeout=120)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream and "internal error" not in stream, stream
-    return result
-
 
 def person(first: str, last: str, ext: str, *, profile: str = "Elite",
            roles: list[str] | None = None, product: str | None = None,

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from support import REPO, TODAY, crctl
 
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
 from reconciler.plan import Action, Kind, MirrorChange, Plan
@@ -23,34 +21,15 @@ from reconciler.planner import make_plan
 from reconciler.render import markdown, text
 from reconciler.render.common import summary_line
 
-REPO = Path(__file__).resolve().parent.parent
 ACME = REPO / "examples" / "acme.yaml"
 GLOBEX = REPO / "examples" / "globex.yaml"
 PLAN_SCHEMA = json.loads((REPO / "schemas" / "plan.schema.json").read_text())
-TODAY = "2026-11-25"
 GITHUB_LIMIT = 65_536
 
 FINAL_LINE = re.compile(
     r"^(Plan: \d+ to enable, \d+ to change, \d+ to remove; \d+ users? to add, \d+ to update, "
     r"\d+ to delete\.|No changes\. Account [a-z0-9-]+ matches the desired state\."
     r"|Plan: terminate account [a-z0-9-]+ \(\d+ users?, \d+ recordings? will be deleted\)\.)$")
-
-
-def crctl(*args: Any, state: Path | None = None, actor: str | None = None,
-          today: str = TODAY) -> subprocess.CompletedProcess[str]:
-    """`crctl ARGS...` as a user runs it, with CRCTL_TODAY pinned and NO_COLOR set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update(CRCTL_TODAY=today, NO_COLOR="1")
-    cmd = [sys.executable, "-m", "reconciler"]
-    if state is not None:
-        cmd += ["--state-dir", str(state)]
-    if actor is not None:
-        cmd += ["--actor", actor]
-    result = subprocess.run([*cmd, *map(str, args)], env=env, capture_output=True, text=True,
-                            timeout=120)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream and "internal error" not in stream, stream
-    return result
 
 
 # -- records and plans built in memory ----------------------------------------------------------

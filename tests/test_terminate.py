@@ -10,41 +10,18 @@ MIR mirror by hand, as phones would) and globex, which must come through byte-id
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from support import EXAMPLES, crctl
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-TODAY = "2026-11-25"
 ACME_USERS = 4
 ACME_CR_USERS = 3
-
-
-def crctl(state: Path, *args: str | os.PathLike[str], actor: str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m reconciler --state-dir STATE ARGS...` as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    full_env.update({"CRCTL_TODAY": TODAY, "NO_COLOR": "1", "COLUMNS": "200"})
-    full_env.update(env or {})
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", os.fspath(state)]
-    if actor:
-        cmd += ["--actor", actor]
-    cmd += [os.fspath(a) for a in args]
-    result = subprocess.run(cmd, cwd=state.parent, env=full_env, capture_output=True,
-                            text=True, timeout=120)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
 
 
 def snapshot(state: Path) -> dict[str, bytes]:
@@ -115,13 +92,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(EXAMPLES / "globex.yaml", globex)
     state = root / "state"
     for path, actor in ((acme, "jdoe"), (globex, "hank")):
-        result = crctl(state, "apply", path, "--auto-approve", actor=actor)
+        result = crctl("apply", path, "--auto-approve", state=state, actor=actor)
         assert result.returncode == 0, result.stderr
     # A second apply of acme leaves portal/acme.json.backup behind.
     edited = root / "edited" / "acme.yaml"
     edited.parent.mkdir()
     edited.write_text(acme.read_text().replace("location: Toronto", "location: Kanata"))
-    result = crctl(state, "apply", edited, "--auto-approve", actor="jdoe")
+    result = crctl("apply", edited, "--auto-approve", state=state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     add_recordings(state, "acme", RECORDINGS)
     terminate = root / "terminate" / "acme.yaml"
@@ -185,7 +162,7 @@ def assert_terminated(s: Setup, before: dict[str, bytes], actor: str) -> dict:
 
 def test_plan_of_terminate_true_is_a_lone_terminate_action(setup: Setup) -> None:
     before = setup.files()
-    result = crctl(setup.state, "plan", setup.terminate)
+    result = crctl("plan", setup.terminate, state=setup.state)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines[-1] == (f"Plan: terminate account acme ({ACME_USERS} users, "
@@ -194,14 +171,14 @@ def test_plan_of_terminate_true_is_a_lone_terminate_action(setup: Setup) -> None
     assert not re.search(r"(enable CR|add user|update user|remove CR|delete user)",
                          result.stdout), result.stdout
 
-    doc = json.loads(crctl(setup.state, "plan", setup.terminate, "--format", "json").stdout)
+    doc = json.loads(crctl("plan", setup.terminate, "--format", "json", state=setup.state).stdout)
     assert [a["action"] for a in doc["actions"]] == ["terminate_account"]
     assert doc["account"] == "acme"
     assert doc["summary"]["terminate_account"] == 1
     assert all(v == 0 for k, v in doc["summary"].items() if k != "terminate_account")
 
-    assert crctl(setup.state, "plan", setup.terminate, "--detailed-exitcode").returncode == 2
-    markdown = crctl(setup.state, "plan", setup.terminate, "--format", "markdown").stdout
+    assert crctl("plan", setup.terminate, "--detailed-exitcode", state=setup.state).returncode == 2
+    markdown = crctl("plan", setup.terminate, "--format", "markdown", state=setup.state).stdout
     assert "terminate account acme" in markdown
     assert setup.files() == before  # plan never writes
 
@@ -210,7 +187,7 @@ def test_terminate_file_without_users_plans_the_same(setup: Setup) -> None:
     bare = setup.root / "bare" / "acme.yaml"
     bare.parent.mkdir()
     bare.write_text("account: acme\nterminate: true\n")
-    result = crctl(setup.state, "plan", bare, "--detailed-exitcode")
+    result = crctl("plan", bare, "--detailed-exitcode", state=setup.state)
     assert result.returncode == 2, result.stderr
     assert result.stdout.rstrip().splitlines()[-1] == (
         f"Plan: terminate account acme ({ACME_USERS} users, {setup.recordings} recordings "
@@ -225,15 +202,15 @@ def test_terminate_plan_of_a_one_user_account_says_user(tmp_path: Path) -> None:
                     "    email: boss@solo.example\n    extension: \"10\"\n"
                     "    profile: Elite\n    roles: [decision-maker]\n")
     state = tmp_path / "state"
-    assert crctl(state, "apply", solo, "--auto-approve", actor="boss").returncode == 0
+    assert crctl("apply", solo, "--auto-approve", state=state, actor="boss").returncode == 0
     term = tmp_path / "t" / "solo.yaml"
     term.parent.mkdir()
     term.write_text(solo.read_text() + "terminate: true\n")
-    result = crctl(state, "plan", term)
+    result = crctl("plan", term, state=state)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().splitlines()[-1] == \
         "Plan: terminate account solo (1 user, 0 recordings will be deleted)."
-    result = crctl(state, "apply", term, "--auto-approve", actor="boss")
+    result = crctl("apply", term, "--auto-approve", state=state, actor="boss")
     assert result.returncode == 0, result.stderr
     assert not (state / "portal" / "solo.json").exists()
 
@@ -241,14 +218,14 @@ def test_terminate_plan_of_a_one_user_account_says_user(tmp_path: Path) -> None:
 def test_declarative_termination_needs_a_decision_maker(setup: Setup) -> None:
     before = setup.files()
     for actor in ("asmith", "bob.smith", "lobby", "hank", None):  # phone manager first
-        result = crctl(setup.state, "apply", setup.terminate, "--auto-approve", actor=actor)
+        result = crctl("apply", setup.terminate, "--auto-approve", state=setup.state, actor=actor)
         assert result.returncode == 6, (actor, result.stdout + result.stderr)
         assert setup.files() == before, actor
 
 
 def test_declarative_termination(setup: Setup) -> None:
     before = setup.files()
-    result = crctl(setup.state, "apply", setup.terminate, "--auto-approve", actor="jdoe")
+    result = crctl("apply", setup.terminate, "--auto-approve", state=setup.state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert (f"Plan: terminate account acme ({ACME_USERS} users, {setup.recordings} "
             "recordings will be deleted).") in result.stdout
@@ -260,53 +237,48 @@ def test_declarative_termination(setup: Setup) -> None:
 
 def test_declarative_termination_with_the_actor_from_the_environment(setup: Setup) -> None:
     before = setup.files()
-    result = crctl(setup.state, "apply", setup.terminate, "--auto-approve",
-                   env={"CRCTL_ACTOR": "jdoe"})
+    result = crctl("apply", setup.terminate, "--auto-approve",
+                   state=setup.state, env={"CRCTL_ACTOR": "jdoe"})
     assert result.returncode == 0, result.stderr
     assert_terminated(setup, before, "jdoe")
 
 
 def test_declarative_termination_asks_for_yes(setup: Setup) -> None:
     before = setup.files()
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", str(setup.state), "--actor",
-           "jdoe", "apply", str(setup.terminate)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update({"CRCTL_TODAY": TODAY, "NO_COLOR": "1"})
-    refused = subprocess.run(cmd, input="y\n", env=env, capture_output=True, text=True,
-                             timeout=60)
-    assert refused.returncode != 0
+    args = ("apply", setup.terminate)
+    refused = crctl(*args, state=setup.state, actor="jdoe", input="y\n")
+    assert refused.returncode == 1, refused.stdout + refused.stderr  # cancelled
     assert setup.files() == before
-    accepted = subprocess.run(cmd, input="yes\n", env=env, capture_output=True, text=True,
-                              timeout=60)
+    accepted = crctl(*args, state=setup.state, actor="jdoe", input="yes\n")
     assert accepted.returncode == 0, accepted.stderr
     assert_terminated(setup, before, "jdoe")
 
 
 def test_saved_terminate_plan_applies_once(setup: Setup) -> None:
     planfile = setup.root / "acme.plan"
-    assert crctl(setup.state, "plan", setup.terminate, "--out", planfile).returncode == 0
+    assert crctl("plan", setup.terminate, "--out", planfile, state=setup.state).returncode == 0
     before = setup.files()
-    assert crctl(setup.state, "apply", planfile, actor="asmith").returncode == 6
+    assert crctl("apply", planfile, state=setup.state, actor="asmith").returncode == 6
     assert setup.files() == before
-    result = crctl(setup.state, "apply", planfile, actor="jdoe")
+    result = crctl("apply", planfile, state=setup.state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert_terminated(setup, before, "jdoe")
     after = setup.files()
-    again = crctl(setup.state, "apply", planfile, actor="jdoe")
+    again = crctl("apply", planfile, state=setup.state, actor="jdoe")
     assert again.returncode == 3, again.stdout + again.stderr
     assert setup.files() == after
 
 
 def test_stale_terminate_plan_is_refused(setup: Setup) -> None:
     planfile = setup.root / "acme.plan"
-    assert crctl(setup.state, "plan", setup.terminate, "--out", planfile).returncode == 0
+    assert crctl("plan", setup.terminate, "--out", planfile, state=setup.state).returncode == 0
     # The account moves on (a user is edited) after the plan was reviewed.
     edited = setup.root / "edited2" / "acme.yaml"
     edited.parent.mkdir()
     edited.write_text(setup.acme.read_text().replace("location: Ottawa", "location: Nepean", 1))
-    assert crctl(setup.state, "apply", edited, "--auto-approve", actor="jdoe").returncode == 0
+    assert crctl("apply", edited, "--auto-approve", state=setup.state, actor="jdoe").returncode == 0
     before = setup.files()
-    result = crctl(setup.state, "apply", planfile, actor="jdoe")
+    result = crctl("apply", planfile, state=setup.state, actor="jdoe")
     assert result.returncode == 3, result.stdout + result.stderr
     assert setup.files() == before
 
@@ -315,7 +287,7 @@ def test_stale_terminate_plan_is_refused(setup: Setup) -> None:
 
 def test_imperative_termination(setup: Setup) -> None:
     before = setup.files()
-    result = crctl(setup.state, "terminate", "acme", "--confirm", "acme", actor="jdoe")
+    result = crctl("terminate", "acme", "--confirm", "acme", state=setup.state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert "acme" in result.stdout
     assert f"{setup.recordings} recordings" in result.stdout
@@ -325,7 +297,7 @@ def test_imperative_termination(setup: Setup) -> None:
 def test_imperative_termination_needs_a_decision_maker(setup: Setup) -> None:
     before = setup.files()
     for actor in ("asmith", "lobby", "hank", None):  # asmith is a Phone Manager
-        result = crctl(setup.state, "terminate", "acme", "--confirm", "acme", actor=actor)
+        result = crctl("terminate", "acme", "--confirm", "acme", state=setup.state, actor=actor)
         assert result.returncode == 6, (actor, result.stdout + result.stderr)
         assert "Decision Maker" in result.stderr or actor is None
         assert setup.files() == before, actor
@@ -335,7 +307,7 @@ def test_imperative_termination_needs_the_id_repeated(setup: Setup) -> None:
     before = setup.files()
     for confirm in (["--confirm", "globex"], ["--confirm", "ACME"], ["--confirm", "acme "],
                     ["--confirm", ""], []):
-        result = crctl(setup.state, "terminate", "acme", *confirm, actor="jdoe")
+        result = crctl("terminate", "acme", *confirm, state=setup.state, actor="jdoe")
         assert result.returncode == 1, (confirm, result.stdout + result.stderr)
         assert "confirm" in result.stderr.lower(), result.stderr
         assert setup.files() == before, confirm
@@ -343,7 +315,7 @@ def test_imperative_termination_needs_the_id_repeated(setup: Setup) -> None:
 
 def test_terminating_an_unknown_account_is_an_error(setup: Setup) -> None:
     before = setup.files()
-    result = crctl(setup.state, "terminate", "initech", "--confirm", "initech", actor="jdoe")
+    result = crctl("terminate", "initech", "--confirm", "initech", state=setup.state, actor="jdoe")
     assert result.returncode == 1
     assert "initech" in result.stderr
     assert setup.files() == before
@@ -360,18 +332,18 @@ def test_termination_removes_leftovers_of_killed_runs(setup: Setup) -> None:
         {"id": "6f1c2a4e-dead-beef-0000-000000000000", "who": "jdoe@crashed-host",
          "operation": "apply", "created": "2026-11-24T10:00:00Z"}))
     before = setup.files()
-    result = crctl(setup.state, "terminate", "acme", "--confirm", "acme", actor="jdoe")
+    result = crctl("terminate", "acme", "--confirm", "acme", state=setup.state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert_terminated(setup, before, "jdoe")
 
 
 def test_terminating_both_accounts_leaves_two_tombstones(setup: Setup) -> None:
     before = setup.files()
-    assert crctl(setup.state, "terminate", "acme", "--confirm", "acme",
-                 actor="jdoe").returncode == 0
+    assert crctl("terminate", "acme", "--confirm", "acme",
+                 state=setup.state, actor="jdoe").returncode == 0
     tomb = assert_terminated(setup, before, "jdoe")
     middle = setup.files()
-    result = crctl(setup.state, "terminate", "globex", "--confirm", "globex", actor="hank")
+    result = crctl("terminate", "globex", "--confirm", "globex", state=setup.state, actor="hank")
     assert result.returncode == 0, result.stderr
     after = setup.files()
     assert after["terminated.jsonl"].startswith(middle["terminated.jsonl"])
@@ -385,18 +357,18 @@ def test_terminating_both_accounts_leaves_two_tombstones(setup: Setup) -> None:
 
 @pytest.fixture
 def terminated(setup: Setup) -> Setup:
-    result = crctl(setup.state, "terminate", "acme", "--confirm", "acme", actor="jdoe")
+    result = crctl("terminate", "acme", "--confirm", "acme", state=setup.state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     return setup
 
 
 def test_planning_a_terminated_account_again_shows_no_changes(terminated: Setup) -> None:
     before = terminated.files()
-    result = crctl(terminated.state, "plan", terminated.terminate, "--detailed-exitcode")
+    result = crctl("plan", terminated.terminate, "--detailed-exitcode", state=terminated.state)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No changes." in result.stdout
-    result = crctl(terminated.state, "apply", terminated.terminate, "--auto-approve",
-                   actor="jdoe")
+    result = crctl("apply", terminated.terminate, "--auto-approve",
+                   state=terminated.state, actor="jdoe")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No changes." in result.stdout
     assert terminated.files() == before  # no second tombstone
@@ -406,7 +378,7 @@ def test_a_terminated_account_does_not_exist(terminated: Setup) -> None:
     before = terminated.files()
     for command in (["users", "acme"], ["import", "acme"], ["sync", "acme"],
                     ["terminate", "acme", "--confirm", "acme"]):
-        result = crctl(terminated.state, *command, actor="jdoe")
+        result = crctl(*command, state=terminated.state, actor="jdoe")
         assert result.returncode == 1, (command, result.stdout + result.stderr)
         assert "acme" in result.stderr
         assert terminated.files() == before, command
@@ -415,41 +387,41 @@ def test_a_terminated_account_does_not_exist(terminated: Setup) -> None:
 def test_recreating_a_terminated_account_needs_force(terminated: Setup) -> None:
     s = terminated
     before = s.files()
-    result = crctl(s.state, "plan", s.acme)
+    result = crctl("plan", s.acme, state=s.state)
     assert result.returncode == 5, result.stdout + result.stderr
     assert "--force" in result.stderr
-    result = crctl(s.state, "apply", s.acme, "--auto-approve", actor="jdoe")
+    result = crctl("apply", s.acme, "--auto-approve", state=s.state, actor="jdoe")
     assert result.returncode == 5, result.stdout + result.stderr
     assert "--force" in result.stderr
     assert s.files() == before
 
     planfile = s.root / "recreate.plan"
-    result = crctl(s.state, "plan", s.acme, "--force", "--out", planfile)
+    result = crctl("plan", s.acme, "--force", "--out", planfile, state=s.state)
     assert result.returncode == 0, result.stderr
-    result = crctl(s.state, "apply", planfile, actor="jdoe")
+    result = crctl("apply", planfile, state=s.state, actor="jdoe")
     assert result.returncode == 5, result.stdout + result.stderr
     assert s.files() == before
 
-    result = crctl(s.state, "apply", s.acme, "--auto-approve", "--force", actor="jdoe")
+    result = crctl("apply", s.acme, "--auto-approve", "--force", state=s.state, actor="jdoe")
     assert result.returncode == 0, result.stdout + result.stderr
     portal = json.loads((s.state / "portal" / "acme.json").read_text())
     tomb = json.loads(s.files()["terminated.jsonl"].decode().splitlines()[-1])
     if "lineage" in tomb:
         assert portal["lineage"] != tomb["lineage"]
-    users = json.loads(crctl(s.state, "users", "acme", "--format", "json").stdout)
+    users = json.loads(crctl("users", "acme", "--format", "json", state=s.state).stdout)
     assert {u["username"] for u in users} == {"jdoe", "asmith", "bob.smith"}
     mirror = json.loads((s.state / "mir" / "acme.json").read_text())
     assert mirror["recordings"] == []  # the old recordings are gone for good
     # Once re-created, the account plans normally: no changes, no --force needed.
-    result = crctl(s.state, "plan", s.acme, "--detailed-exitcode")
+    result = crctl("plan", s.acme, "--detailed-exitcode", state=s.state)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_recreating_with_a_saved_plan_and_force(terminated: Setup) -> None:
     s = terminated
     planfile = s.root / "recreate.plan"
-    assert crctl(s.state, "plan", s.acme, "--force", "--out", planfile).returncode == 0
-    result = crctl(s.state, "apply", planfile, "--force", actor="jdoe")
+    assert crctl("plan", s.acme, "--force", "--out", planfile, state=s.state).returncode == 0
+    result = crctl("apply", planfile, "--force", state=s.state, actor="jdoe")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (s.state / "portal" / "acme.json").exists()
 
@@ -460,12 +432,15 @@ def test_an_old_creation_plan_is_refused_after_termination(setup: Setup,
     the plan must not bring the account back without --force."""
     state = tmp_path / "fresh-state"
     planfile = tmp_path / "create.plan"
-    assert crctl(state, "plan", setup.acme, "--out", planfile).returncode == 0
-    assert crctl(state, "apply", planfile, actor="jdoe").returncode == 0
-    assert crctl(state, "terminate", "acme", "--confirm", "acme", actor="jdoe").returncode == 0
+    assert crctl("plan", setup.acme, "--out", planfile, state=state).returncode == 0
+    assert crctl("apply", planfile, state=state, actor="jdoe").returncode == 0
+    assert crctl("terminate", "acme", "--confirm", "acme", state=state,
+                 actor="jdoe").returncode == 0
     before = snapshot(state)
-    result = crctl(state, "apply", planfile, actor="jdoe")
-    assert result.returncode in (3, 5), result.stdout + result.stderr
+    result = crctl("apply", planfile, state=state, actor="jdoe")
+    # applied once already, so stale (3) with or without --force (DESIGN §5)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "stale" in result.stderr, result.stderr
     assert snapshot(state) == before
 
 
@@ -473,11 +448,12 @@ def test_an_applied_creation_plan_does_not_apply_again_after_termination(
         setup: Setup, tmp_path: Path) -> None:
     state = tmp_path / "fresh-state"
     planfile = tmp_path / "create.plan"
-    assert crctl(state, "plan", setup.acme, "--out", planfile).returncode == 0
-    assert crctl(state, "apply", planfile, actor="jdoe").returncode == 0
-    assert crctl(state, "terminate", "acme", "--confirm", "acme", actor="jdoe").returncode == 0
+    assert crctl("plan", setup.acme, "--out", planfile, state=state).returncode == 0
+    assert crctl("apply", planfile, state=state, actor="jdoe").returncode == 0
+    assert crctl("terminate", "acme", "--confirm", "acme", state=state,
+                 actor="jdoe").returncode == 0
     before = snapshot(state)
-    result = crctl(state, "apply", planfile, "--force", actor="jdoe")
+    result = crctl("apply", planfile, "--force", state=state, actor="jdoe")
     assert result.returncode == 3, result.stdout + result.stderr
     assert snapshot(state) == before
 
@@ -492,9 +468,9 @@ def test_terminate_messages_use_the_singular_for_one(tmp_path: Path) -> None:
         "    email: jane@solo.example\n    extension: \"2101\"\n    profile: Elite\n"
         "    roles: [decision-maker]\n    call_recording:\n      product: on-demand\n",
         encoding="utf-8")
-    assert crctl(state, "apply", solo, "--auto-approve", actor="jdoe").returncode == 0
+    assert crctl("apply", solo, "--auto-approve", state=state, actor="jdoe").returncode == 0
     add_recordings(state, "solo", RECORDINGS[:1])
-    result = crctl(state, "terminate", "solo", "--confirm", "solo", actor="jdoe")
+    result = crctl("terminate", "solo", "--confirm", "solo", state=state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert "Terminated account solo: 1 user, 1 CR service and 1 recording deleted" \
         in result.stdout, result.stdout

@@ -12,19 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support import EXAMPLES, crctl
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-TODAY = "2026-11-25"
 ON_DEMAND = "MiCloud Connect MIR On-Demand"
 ALWAYS_ON = "MiCloud Connect MIR Always-On"
 ACME_CR = {"asmith", "bob.smith", "jdoe"}
@@ -33,28 +28,8 @@ JSON_KEYS = ["full_name", "phone_number", "extension", "product", "username", "e
 FILTER_COLUMNS = ("name", "phone", "extension", "product", "username", "email", "status")
 
 
-def crctl(state: Path, *args: str | os.PathLike[str], actor: str | None = None,
-          columns: int | None = 200) -> subprocess.CompletedProcess[str]:
-    """Run `python -m reconciler --state-dir STATE ARGS...` as a user would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
-    env.update({"CRCTL_TODAY": TODAY, "NO_COLOR": "1"})
-    env.pop("COLUMNS", None)
-    if columns is not None:
-        env["COLUMNS"] = str(columns)
-    cmd = [sys.executable, "-m", "reconciler", "--state-dir", os.fspath(state)]
-    if actor:
-        cmd += ["--actor", actor]
-    cmd += [os.fspath(a) for a in args]
-    result = subprocess.run(cmd, cwd=state.parent, env=env, capture_output=True, text=True,
-                            timeout=120)
-    for stream in (result.stdout, result.stderr):
-        assert "Traceback" not in stream, stream
-        assert "internal error" not in stream, stream
-    return result
-
-
 def apply_file(state: Path, path: Path, actor: str) -> None:
-    result = crctl(state, "apply", path, "--auto-approve", actor=actor)
+    result = crctl("apply", path, "--auto-approve", state=state, actor=actor)
     assert result.returncode == 0, result.stderr + result.stdout
 
 
@@ -104,7 +79,7 @@ users:
 
 
 def users_json(state: Path, *args: str, account: str = "acme") -> list[dict[str, str]]:
-    result = crctl(state, "users", account, "--format", "json", *args)
+    result = crctl("users", account, "--format", "json", *args, state=state)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -122,7 +97,7 @@ def usernames(rows: list[dict[str, str]]) -> set[str]:
 # -- the three formats ------------------------------------------------------------------
 
 def test_table_has_the_four_columns_with_full_product_names(state: Path) -> None:
-    result = crctl(state, "users", "acme")
+    result = crctl("users", "acme", state=state)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = lines[0].split()
@@ -145,7 +120,7 @@ def test_table_has_the_four_columns_with_full_product_names(state: Path) -> None
 
 
 def test_table_columns_are_aligned(state: Path) -> None:
-    result = crctl(state, "users", "acme")
+    result = crctl("users", "acme", state=state)
     lines = result.stdout.splitlines()
     start = lines[0].index("Extension")
     for line in lines[1:]:
@@ -174,7 +149,7 @@ def test_json_keys_and_values(state: Path) -> None:
 
 
 def test_csv_has_a_header_row_and_the_same_rows_as_json(state: Path) -> None:
-    result = crctl(state, "users", "acme", "--format", "csv")
+    result = crctl("users", "acme", "--format", "csv", state=state)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == ",".join(JSON_KEYS)
@@ -184,10 +159,10 @@ def test_csv_has_a_header_row_and_the_same_rows_as_json(state: Path) -> None:
 
 def test_empty_selection_in_every_format(state: Path) -> None:
     assert users_json(state, "--search", "no such thing") == []
-    result = crctl(state, "users", "acme", "--format", "csv", "--search", "no such thing")
+    result = crctl("users", "acme", "--format", "csv", "--search", "no such thing", state=state)
     assert result.returncode == 0
     assert result.stdout.splitlines() == [",".join(JSON_KEYS)]
-    result = crctl(state, "users", "acme", "--search", "no such thing")
+    result = crctl("users", "acme", "--search", "no such thing", state=state)
     assert result.returncode == 0
     assert result.stdout.split() == ["Full", "Name", "Phone", "Number", "Extension", "Product"]
 
@@ -225,7 +200,7 @@ def test_search_is_a_case_insensitive_substring_of_any_column(state: Path) -> No
 
 
 def test_search_applies_to_the_table_too(state: Path) -> None:
-    result = crctl(state, "users", "acme", "--search", "smith")
+    result = crctl("users", "acme", "--search", "smith", state=state)
     assert result.returncode == 0
     body = result.stdout.splitlines()[1:]
     assert sorted(line.split("  ")[0] for line in body) == ["Alice Smith", "Bob Smith"]
@@ -267,7 +242,7 @@ def test_a_filter_matches_its_own_column_only(state: Path) -> None:
     assert usernames(users_json(state, "--filter", "username=doe")) == {"jdoe"}
     assert usernames(users_json(state, "--filter", "extension=+1613")) == set()
     # A product filter is not a substring: "on" alone is no product.
-    result = crctl(state, "users", "acme", "--filter", "product=on")
+    result = crctl("users", "acme", "--filter", "product=on", state=state)
     assert result.returncode == 1
 
 
@@ -292,7 +267,7 @@ def test_search_and_filter_combine_with_and(state: Path) -> None:
 
 
 def test_filters_apply_to_csv(state: Path) -> None:
-    result = crctl(state, "users", "acme", "--format", "csv", "--filter", "product=always-on")
+    result = crctl("users", "acme", "--format", "csv", "--filter", "product=always-on", state=state)
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["username"] for r in rows] == ["jdoe"]
 
@@ -301,7 +276,7 @@ def test_filters_apply_to_csv(state: Path) -> None:
                                   "=smith"])
 def test_unknown_filter_column_is_refused_listing_the_valid_ones(state: Path,
                                                                  spec: str) -> None:
-    result = crctl(state, "users", "acme", "--filter", spec)
+    result = crctl("users", "acme", "--filter", spec, state=state)
     assert result.returncode == 1
     assert result.stdout == ""
     for column in FILTER_COLUMNS:
@@ -309,27 +284,27 @@ def test_unknown_filter_column_is_refused_listing_the_valid_ones(state: Path,
 
 
 def test_unknown_product_in_filter_is_refused(state: Path) -> None:
-    result = crctl(state, "users", "acme", "--filter", "product=sometimes-on")
+    result = crctl("users", "acme", "--filter", "product=sometimes-on", state=state)
     assert result.returncode == 1
     assert "on-demand" in result.stderr and "always-on" in result.stderr
 
 
 def test_unknown_format_is_refused(state: Path) -> None:
-    assert crctl(state, "users", "acme", "--format", "xml").returncode == 1
+    assert crctl("users", "acme", "--format", "xml", state=state).returncode == 1
 
 
 # -- unknown account ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
 def test_unknown_account_is_an_error(state: Path, fmt: str) -> None:
-    result = crctl(state, "users", "initech", "--format", fmt)
+    result = crctl("users", "initech", "--format", fmt, state=state)
     assert result.returncode == 1
     assert "initech" in result.stderr
     assert result.stdout == ""
 
 
 def test_unknown_account_in_an_empty_state_dir(tmp_path: Path) -> None:
-    result = crctl(tmp_path / "nothing-here", "users", "acme")
+    result = crctl("users", "acme", state=tmp_path / "nothing-here")
     assert result.returncode == 1
     assert "acme" in result.stderr
 
@@ -340,7 +315,7 @@ def test_table_fits_the_terminal_width(state: Path) -> None:
     cases = [(account, columns) for account in ("acme", "globex", "longnames")
              for columns in (40, 60, 80)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda c: crctl(state, "users", c[0], columns=c[1]), cases))
+        results = list(pool.map(lambda c: crctl("users", c[0], state=state, columns=c[1]), cases))
     for (account, columns), result in zip(cases, results, strict=True):
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
@@ -350,8 +325,8 @@ def test_table_fits_the_terminal_width(state: Path) -> None:
 
 
 def test_narrow_table_keeps_one_line_per_user(state: Path) -> None:
-    wide = crctl(state, "users", "acme", columns=200).stdout.splitlines()
-    narrow = crctl(state, "users", "acme", columns=40).stdout.splitlines()
+    wide = crctl("users", "acme", state=state, columns=200).stdout.splitlines()
+    narrow = crctl("users", "acme", state=state, columns=40).stdout.splitlines()
     assert len(narrow) == len(wide) == 4  # rows are shortened, not wrapped
     assert all(len(line) <= 40 for line in narrow)
     # A wide terminal shows everything in full.
@@ -373,7 +348,7 @@ def display_width(text: str) -> int:
 
 
 def test_table_of_wide_characters_fits_the_terminal_width(state: Path) -> None:
-    result = crctl(state, "users", "longnames", columns=40)
+    result = crctl("users", "longnames", state=state, columns=40)
     assert result.returncode == 0
     too_long = [line for line in result.stdout.splitlines() if display_width(line) > 40]
     assert not too_long, "\n".join(too_long)
@@ -381,7 +356,7 @@ def test_table_of_wide_characters_fits_the_terminal_width(state: Path) -> None:
 
 def test_table_output_holds_only_the_table(state: Path) -> None:
     """stdout is the header and one line per user (pipeable); anything else goes to stderr."""
-    result = crctl(state, "users", "acme")
+    result = crctl("users", "acme", state=state)
     assert len(result.stdout.splitlines()) == 4
     assert "CR users" not in result.stdout
 
