@@ -305,7 +305,7 @@ def terminate(backend: Backend, account: str, confirm: str, today: str, actor: s
         plan = Plan(account=account, desired_path=None, desired_sha256=None,
                     lineage=current.lineage, serial=current.serial, actions=(
                         Action(Kind.TERMINATE_ACCOUNT, None, None, None, None),))
-        check_actor(plan, current, actor)
+        check_actor(plan, current, actor, "terminate")
         return Applier(backend, today, actor or "").apply(plan, current, mirror)
 
 
