@@ -303,7 +303,8 @@ def force_unlock(ctx: Context, account: str, lock_id: str) -> None:
 @click.argument("account")
 @click.option("--search", metavar="TEXT", help="Case-insensitive substring of any column.")
 @click.option("--filter", "filters", multiple=True, metavar="COLUMN=VALUE",
-              help="Per column (name, phone, extension, product, username, email, status); "
+              help="Per column, named as in --format json (full_name, phone_number, "
+                   "extension, product, username, email, status; name and phone are aliases); "
                    "repeat to combine with AND. product takes on-demand, always-on or the "
                    "full name.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",

@@ -6,6 +6,7 @@ Black-box: every test runs the real `crctl` command (tests/helpers.run_crctl).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -49,3 +50,26 @@ def test_terminate_without_actor_names_terminate_and_decision_maker(state: Path)
             "Maker of the account") in result.stderr
     assert "apply needs" not in result.stderr
     assert "Phone Manager" not in result.stderr
+
+
+# -- 12b: users --filter takes the JSON keys --------------------------------------------
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("full_name", "jane doe"), ("phone_number", "+16135550101"), ("extension", "2101"),
+    ("product", "always-on"), ("username", "jdoe"), ("email", "jane.doe@"),
+    ("status", "active"), ("name", "Jane"), ("phone", "5550101"), ("FULL_NAME", "Jane"),
+])
+def test_users_filter_accepts_every_json_key_and_the_old_aliases(
+        applied: Path, column: str, value: str) -> None:
+    result = crctl(applied, "users", "acme", "--filter", f"{column}={value}",
+                   "--filter", "full_name=Jane", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert [r["username"] for r in json.loads(result.stdout)] == ["jdoe"]
+
+
+def test_users_filter_unknown_column_lists_the_json_keys(applied: Path) -> None:
+    result = crctl(applied, "users", "acme", "--filter", "bogus=1")
+    assert result.returncode == 1
+    for key in ("full_name", "phone_number", "extension", "product", "username", "email",
+                "status"):
+        assert key in result.stderr
