@@ -87,17 +87,19 @@ def validate(paths: tuple[str, ...]) -> None:
       crctl validate accounts/acme.yaml
       crctl validate accounts/
     """
-    from reconciler.validate import expand_paths, load_desired
+    from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
     files = expand_paths(list(paths))
     if not files:
         raise InputError(f"no *.yaml or *.yml files in {printable(', '.join(paths))}")
     failed: list[ValidationFailed] = []
+    loaded = []
     for path in files:
         try:
-            load_desired(path, today())
+            loaded.append(load_desired(path, today()))
         except ValidationFailed as exc:
             failed.append(exc)
+    failed.extend(ValidationFailed([d]) for d in duplicate_accounts(loaded))
     if failed:
         diagnostics = [d for f in failed for d in f.diagnostics]
         for diagnostic in diagnostics:

@@ -30,7 +30,7 @@ from reconciler.loader import printable
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
 from reconciler.plan import Action, Kind, Plan
 from reconciler.planner import make_plan
-from reconciler.validate import expand_paths, load_desired
+from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,9 @@ def load_all(paths: list[str], today: str) -> list[DesiredAccount]:
             diagnostics.extend(exc.diagnostics)
     if diagnostics:
         raise ValidationFailed(diagnostics)
-    seen: dict[str, str] = {}
-    for d in desired:
-        if d.account in seen:
-            raise InputError(f"{d.path}: account {d.account} is also declared in "
-                             f"{seen[d.account]}")
-        seen[d.account] = d.path
+    duplicates = duplicate_accounts(desired)
+    if duplicates:
+        raise ValidationFailed(duplicates)
     return desired
 
 

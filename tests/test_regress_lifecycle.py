@@ -73,3 +73,35 @@ def test_users_filter_unknown_column_lists_the_json_keys(applied: Path) -> None:
     for key in ("full_name", "phone_number", "extension", "product", "username", "email",
                 "status"):
         assert key in result.stderr
+
+
+# -- 12c: validate and plan agree on an account declared twice ---------------------------
+
+def test_validate_refuses_an_account_declared_twice_in_a_directory_like_plan(
+        tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts"
+    accounts.mkdir()
+    shutil.copy(EXAMPLES / "acme.yaml", accounts / "acme.yaml")
+    shutil.copy(EXAMPLES / "acme.yaml", accounts / "acme.yml")
+    expected = ("accounts/acme.yml:5:10: error: account: account acme is also declared "
+                "in accounts/acme.yaml")
+    validated = crctl(tmp_path / "state", "validate", "accounts", cwd=tmp_path)
+    assert validated.returncode == 1, validated.stdout
+    assert expected in validated.stderr.splitlines()
+    planned = crctl(tmp_path / "state", "plan", "accounts", cwd=tmp_path)
+    assert planned.returncode == 1 and planned.stdout == ""
+    assert expected in planned.stderr.splitlines()
+
+
+def test_validate_refuses_an_account_declared_in_two_named_files(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy(EXAMPLES / "acme.yaml", tmp_path / "acme.yaml")
+    shutil.copy(EXAMPLES / "acme.yaml", tmp_path / "sub" / "acme.yaml")
+    result = crctl(tmp_path / "state", "validate", "acme.yaml", "sub/acme.yaml",
+                   cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert ("sub/acme.yaml:5:10: error: account: account acme is also declared in "
+            "acme.yaml") in result.stderr.splitlines()
+    # the same file named twice is one file, not a duplicate
+    again = crctl(tmp_path / "state", "validate", ".", "acme.yaml", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
