@@ -69,15 +69,18 @@ def complete_line(outcome: Outcome) -> str:
 
 # -- who may apply ----------------------------------------------------------------------
 
-def check_actor(plan: Plan, current: CurrentAccount, actor: str | None) -> None:
+def check_actor(plan: Plan, current: CurrentAccount, actor: str | None,
+                operation: str = "apply") -> None:
     """Only a Decision Maker or Phone Manager of the current account (of the desired file
-    for a new account) may apply; only a Decision Maker may terminate. Exit 6 otherwise."""
-    if not actor:
-        raise ActorNotAllowedError(
-            f"account {plan.account}: apply needs an actor: pass --actor USER or set "
-            "CRCTL_ACTOR to a Decision Maker or Phone Manager of the account")
+    for a new account) may apply; only a Decision Maker may terminate. Exit 6 otherwise.
+
+    `operation` is the command the user ran (apply, terminate): the message names it."""
     roles = frozenset((Role.DECISION_MAKER,)) if plan.terminates else CR_MANAGER_ROLES
     what = "a Decision Maker" if plan.terminates else "a Decision Maker or Phone Manager"
+    if not actor:
+        raise ActorNotAllowedError(
+            f"account {plan.account}: {operation} needs an actor: pass --actor USER or set "
+            f"CRCTL_ACTOR to {what} of the account")
     if current.exists:
         allowed = current.has_manager(actor, roles)
         where = "the current account"

@@ -162,17 +162,19 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
       crctl validate accounts/acme.yaml
       crctl validate accounts/
     """
-    from reconciler.validate import expand_paths, load_desired
+    from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
     files = expand_paths(list(paths))
     if not files:
         raise InputError(f"no *.yaml or *.yml files in {printable(', '.join(paths))}")
     failed: list[ValidationFailed] = []
+    loaded = []
     for path in files:
         try:
-            load_desired(path, today())
+            loaded.append(load_desired(path, today()))
         except ValidationFailed as exc:
             failed.append(exc)
+    failed.extend(ValidationFailed([d]) for d in duplicate_accounts(loaded))
     diagnostics = [d for f in failed for d in f.diagnostics]
     if fmt == "json":
         emit_json({"valid": not failed, "files": len(files), "errors": [
@@ -447,7 +449,8 @@ def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str
 @click.argument("account")
 @click.option("--search", metavar="TEXT", help="Case-insensitive substring of any column.")
 @click.option("--filter", "filters", multiple=True, metavar="COLUMN=VALUE",
-              help="Per column (name, phone, extension, product, username, email, status); "
+              help="Per column, named as in --format json (full_name, phone_number, "
+                   "extension, product, username, email, status; name and phone are aliases); "
                    "repeat to combine with AND. product takes on-demand, always-on or the "
                    "full name.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",

@@ -31,7 +31,7 @@ from reconciler.model import CurrentAccount, DesiredAccount, Mirror
 from reconciler.plan import Action, Kind, Plan
 from reconciler.planner import make_plan
 from reconciler.runtime import default_who, now_iso
-from reconciler.validate import expand_paths, load_desired
+from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,9 @@ def load_all(paths: list[str], today: str) -> list[DesiredAccount]:
             diagnostics.extend(exc.diagnostics)
     if diagnostics:
         raise ValidationFailed(diagnostics)
-    seen: dict[str, str] = {}
-    for d in desired:
-        if d.account in seen:
-            raise InputError(f"{d.path}: account {d.account} is also declared in "
-                             f"{seen[d.account]}")
-        seen[d.account] = d.path
+    duplicates = duplicate_accounts(desired)
+    if duplicates:
+        raise ValidationFailed(duplicates)
     return desired
 
 
@@ -327,7 +324,7 @@ def terminate(backend: Backend, account: str, confirm: str, today: str, actor: s
         plan = Plan(account=account, desired_path=None, desired_sha256=None,
                     lineage=current.lineage, serial=current.serial, actions=(
                         Action(Kind.TERMINATE_ACCOUNT, None, None, None, None),))
-        check_actor(plan, current, actor)
+        check_actor(plan, current, actor, "terminate")
         return Applier(backend, today, actor or "", "terminate").apply(plan, current, mirror)
 
 

@@ -14,9 +14,9 @@ from reconciler.model import PRODUCT_NAMES, CurrentAccount, Product, product_nam
 COLUMNS = ("full_name", "phone_number", "extension", "product", "username", "email", "status")
 TABLE_COLUMNS = (("full_name", "Full Name"), ("phone_number", "Phone Number"),
                  ("extension", "Extension"), ("product", "Product"))
-FILTER_COLUMNS = {"name": "full_name", "phone": "phone_number", "extension": "extension",
-                  "product": "product", "username": "username", "email": "email",
-                  "status": "status"}
+# Filter columns: every JSON key of `users --format json`, and the short names as aliases.
+FILTER_ALIASES = {"name": "full_name", "phone": "phone_number"}
+FILTER_COLUMNS = {**{c: c for c in COLUMNS}, **FILTER_ALIASES}
 
 
 def rows(account: CurrentAccount) -> list[dict[str, str]]:
@@ -46,8 +46,9 @@ def parse_filters(specs: tuple[str, ...]) -> list[tuple[str, str]]:
         column, sep, value = spec.partition("=")
         column = column.strip().lower()
         if not sep or column not in FILTER_COLUMNS:
+            aliases = ", ".join(f"{a} for {c}" for a, c in FILTER_ALIASES.items())
             raise InputError(f"invalid filter {spec!r}: use COLUMN=VALUE with COLUMN one of "
-                             f"{', '.join(FILTER_COLUMNS)}")
+                             f"{', '.join(COLUMNS)} (or {aliases})")
         if column == "product":
             value = _product_filter(value)
         filters.append((FILTER_COLUMNS[column], value))

@@ -75,16 +75,36 @@ class _Checks:
 
 
 def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; directories become their *.yaml / *.yml files, sorted."""
-    out: list[str] = []
+    """Files as given; directories become their *.yaml / *.yml files, sorted. A file named
+    twice (`dir dir/acme.yaml`) is one file."""
+    out: dict[str, str] = {}  # normalised path -> the path as the user spelled it
     for path in paths:
         if os.path.isdir(path):
-            out.extend(sorted(
+            for file in sorted(
                 os.path.join(path, name) for name in os.listdir(path)
                 if name.endswith(YAML_SUFFIXES) and os.path.isfile(os.path.join(path, name))
-            ))
+            ):
+                out.setdefault(os.path.normpath(file), file)
         else:
-            out.append(path)
+            out.setdefault(os.path.normpath(path), path)
+    return list(out.values())
+
+
+def duplicate_accounts(desired: Iterable[DesiredAccount]) -> list[Diagnostic]:
+    """An account declared by more than one file: a located error at every file after the
+    first (validate and plan refuse the same files with the same message)."""
+    first: dict[str, str] = {}
+    out = []
+    for d in desired:
+        if d.account not in first:
+            first[d.account] = d.path
+            continue
+        message = f"account {d.account} is also declared in {first[d.account]}"
+        try:
+            doc = load_file(d.path, strict=False)
+            out.append(doc.diagnostic(("account",), message))
+        except ValidationFailed:  # the file changed since: its first line will do
+            out.append(Diagnostic(printable(d.path), 1, 1, "account", printable(message)))
     return out
 
 
