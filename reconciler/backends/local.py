@@ -169,7 +169,8 @@ class LocalBackend(Backend):
             serial = data.get("serial")
             if type(serial) is not int:
                 continue
-            change = data.get("change") if isinstance(data.get("change"), dict) else {}
+            found_change = data.get("change")
+            change: dict[str, Any] = found_change if isinstance(found_change, dict) else {}
             known = versions.get(serial)
             versions[serial] = Version(
                 serial=serial, time=change.get("time") or (known.time if known else None),

@@ -109,6 +109,7 @@ class PostgresBackend(Backend):
 
     # -- connections ----------------------------------------------------------------------
     def _connect(self, autocommit: bool) -> Any:
+        params: dict[str, Any]
         params = psycopg.conninfo.conninfo_to_dict(self.url) if self.url.strip() not in (
             "postgresql://", "postgres://") else {}
         params.setdefault("connect_timeout", "10")

@@ -87,8 +87,10 @@ _CR_VALUES = itemgetter("product", "activation_date", "prevent_remove", "status"
 _STR_OR_NONE = frozenset((str, type(None)))
 _STR = frozenset((str,))
 # the types each field of FIELD_ORDER may have, and those of _CR_VALUES
+FIELD_TYPES: tuple[frozenset[Any], ...]
 FIELD_TYPES = (*[_STR] * len(STR_FIELDS), _STR, *[_STR_OR_NONE] * len(OPTIONAL_FIELDS),
                frozenset((list,)), frozenset((dict, type(None))))
+CR_TYPES: tuple[frozenset[Any], ...]
 CR_TYPES = (_STR, _STR_OR_NONE, frozenset((bool,)), _STR)
 USER_ID = re.compile(r"u([0-9]+)\Z")
 
@@ -164,7 +166,7 @@ def _users_ok(users: dict[str, Any], next_id: int) -> bool:
     return not any(True for _ in _reused_ids(users, next_id))
 
 
-def _fits(types: tuple[type, ...], allowed: tuple[frozenset[type], ...]) -> bool:
+def _fits(types: tuple[Any, ...], allowed: tuple[frozenset[Any], ...]) -> bool:
     return all(map(frozenset.__contains__, allowed, types))
 
 
