@@ -10,10 +10,10 @@ drift that the next plan shows and the next apply or sync repairs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from reconciler import mirror as mir
 from reconciler.backends.base import Backend, new_change
@@ -23,9 +23,11 @@ from reconciler.model import (
     CR_FIELDS,
     CR_MANAGER_ROLES,
     DETAIL_FIELDS,
+    CallRecordingRecord,
     CurrentAccount,
     Mirror,
     Role,
+    UserRecord,
     is_iso_date,
     status_on,
 )
@@ -137,13 +139,13 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
         elif kind is Kind.ADD_USER:
             if uid is not None or action.user in by_name:
                 _refuse(plan, action, "the user already exists")
-            if _expect_after(plan, action, ADD_FIELDS)["call_recording"] is not None:
+            after = _expect_after(plan, action, ADD_FIELDS)
+            if after["call_recording"] is not None:
                 _refuse(plan, action, "its 'after' must have call_recording: null (an "
                         "enable action turns CR on)")
             uid = f"u{next_id}"
             next_id += 1
-            record = {f: action.after[f] for f in DETAIL_FIELDS}
-            record["call_recording"] = None
+            record = _user_record(after, None)
             users[uid] = record
             by_name[record["username"]] = uid
             new_ids[record["username"]] = uid
@@ -169,8 +171,7 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
             elif kind is Kind.UPDATE_USER:
                 _expect_details(plan, action, user)
                 after = _expect_after(plan, action, DETAIL_FIELDS)
-                record = {f: after[f] for f in DETAIL_FIELDS}
-                record["call_recording"] = user["call_recording"]
+                record = _user_record(after, user["call_recording"])
                 if record["username"] != user["username"]:
                     by_name.pop(user["username"], None)
                     by_name[record["username"]] = uid
@@ -182,8 +183,7 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
                     _expect_cr(plan, action, user["call_recording"], action.before)
                 after = _expect_after(plan, action, CR_AFTER_FIELDS)
                 _check_cr_values(plan, action, after)
-                cr = {f: after[f] for f in CR_FIELDS}
-                cr["status"] = status_on(cr["activation_date"], today)
+                cr = _cr_record(after, today)
                 users[uid] = {**user, "call_recording": cr}
         audit.append({"time": stamp, "actor": actor, "account": plan.account,
                       "action": str(kind), "user": action.user, "user_id": uid,
@@ -218,7 +218,25 @@ def _check_sequence(plan: Plan) -> None:
         seen.add(key)
 
 
-def _refuse(plan: Plan, action: Action, why: str) -> None:
+def _user_record(details: Mapping[str, Any], cr: CallRecordingRecord | None) -> UserRecord:
+    """A user record from a plan's 'after': its keys were checked by _expect_after, its
+    values are checked by check_records (_check_result) before anything is written."""
+    return {"username": details["username"], "first_name": details["first_name"],
+            "last_name": details["last_name"], "email": details["email"],
+            "extension": details["extension"], "phone_number": details["phone_number"],
+            "profile": details["profile"], "location": details["location"],
+            "roles": details["roles"], "call_recording": cr}
+
+
+def _cr_record(after: Mapping[str, Any], today: str) -> CallRecordingRecord:
+    """A CR service from a plan's checked 'after' (_expect_after, _check_cr_values); its
+    status is the one it has today, whatever the plan said."""
+    return {"product": after["product"], "activation_date": after["activation_date"],
+            "prevent_remove": after["prevent_remove"],
+            "status": status_on(after["activation_date"], today)}
+
+
+def _refuse(plan: Plan, action: Action, why: str) -> NoReturn:
     who = "" if action.user is None and action.user_id is None else \
         f" for user {action.user} ({action.user_id or 'new'})"
     raise StalePlanError(f"account {plan.account}: plan action {action.action}{who} does not "
@@ -269,21 +287,21 @@ def _expect_after(plan: Plan, action: Action, fields: tuple[str, ...]) -> dict[s
         _refuse(plan, action, f"its 'after' must have exactly {', '.join(fields)}")
     if action.action in (Kind.ADD_USER, Kind.UPDATE_USER) and after["username"] != action.user:
         _refuse(plan, action, "its 'after' names another user")
-    return after  # type: ignore[return-value]
+    return after
 
 
-def _expect_details(plan: Plan, action: Action, user: dict[str, Any]) -> None:
+def _expect_details(plan: Plan, action: Action, user: Mapping[str, Any]) -> None:
     if action.before != {f: user[f] for f in DETAIL_FIELDS}:
         _refuse(plan, action, "the user's details differ from the plan's 'before'")
 
 
-def _expect_cr(plan: Plan, action: Action, have: dict[str, Any] | None,
-               before: dict[str, Any] | None) -> None:
+def _expect_cr(plan: Plan, action: Action, have: Mapping[str, Any] | None,
+               before: Mapping[str, Any] | None) -> None:
     if have is None or before is None or any(have.get(f) != before.get(f) for f in CR_FIELDS):
         _refuse(plan, action, "the CR service differs from the plan's 'before'")
 
 
-def _check_result(plan: Plan, users: dict[str, dict[str, Any]]) -> None:
+def _check_result(plan: Plan, users: dict[str, UserRecord]) -> None:
     """The account after the plan must still obey the domain rules (DESIGN §1-2)."""
     from reconciler.validate import check_records
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 
 class Product(StrEnum):
@@ -85,9 +85,15 @@ class UserRecord(TypedDict):
     call_recording: CallRecordingRecord | None
 
 
-DETAIL_FIELDS = ("username", "first_name", "last_name", "email", "extension", "phone_number",
-                 "profile", "location", "roles")
-CR_FIELDS = ("product", "activation_date", "prevent_remove")
+# Literal field names: code that compares records field by field indexes the TypedDicts
+# with them and stays checked (a plain str key is refused on a TypedDict).
+DetailField = Literal["username", "first_name", "last_name", "email", "extension",
+                      "phone_number", "profile", "location", "roles"]
+CRField = Literal["product", "activation_date", "prevent_remove"]
+DETAIL_FIELDS: tuple[DetailField, ...] = (
+    "username", "first_name", "last_name", "email", "extension", "phone_number", "profile",
+    "location", "roles")
+CR_FIELDS: tuple[CRField, ...] = ("product", "activation_date", "prevent_remove")
 
 
 PRODUCTS = frozenset(p.value for p in Product)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -48,13 +49,17 @@ SUMMARY_KEYS = ("enable", "change", "remove", "add_user", "update_user", "delete
 @dataclass(frozen=True, slots=True)
 class Action:
     """One change. `user` is the username (the new one for a rename); `user_id` is None
-    for a user that does not exist yet."""
+    for a user that does not exist yet.
+
+    `before` and `after` are read-only JSON objects (user details, a CR service, counts):
+    a Mapping, so the planner can hand over a record's TypedDict as it is, and a plan
+    file's untrusted dict fits too (the applier checks its keys and values)."""
 
     action: Kind
     user: str | None
     user_id: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
     changed: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

@@ -7,15 +7,27 @@ they differ, so the cost stays linear in the number of users and small per user.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from reconciler import mirror as mir
-from reconciler.model import CR_FIELDS, DETAIL_FIELDS, CurrentAccount, DesiredAccount, Mirror
+from reconciler.model import (
+    CR_FIELDS,
+    DETAIL_FIELDS,
+    CurrentAccount,
+    DesiredAccount,
+    Mirror,
+    UserRecord,
+)
 from reconciler.plan import Action, Kind, Plan
 
 
-def details(user: dict[str, Any]) -> dict[str, Any]:
-    """A user record without its call recording (the subject of update_user)."""
+def details(user: Mapping[str, Any]) -> dict[str, Any]:
+    """A user record without its call recording (the subject of update_user).
+
+    A Mapping: it takes a UserRecord and a plan's untrusted 'before' alike; the keys are
+    DETAIL_FIELDS, not literals, which a TypedDict parameter would refuse."""
     return {f: user[f] for f in DETAIL_FIELDS}
 
 
@@ -24,18 +36,18 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
               today: str, *, created_at: str = "") -> Plan:
     """Every action that makes `current` match `desired`, in the order they apply."""
     upserts, deletes = mir.drift(current.users, mirror.users, today)
-    base = dict(account=desired.account, desired_path=desired.path,
+    base = Plan(account=desired.account, desired_path=desired.path,
                 desired_sha256=desired.sha256, lineage=current.lineage,
                 serial=current.serial, max_remove_pct=desired.max_remove_pct,
                 created_at=created_at)
     if desired.terminate:
         if not current.exists:
-            return Plan(**base)  # already gone (or never existed): nothing to do
+            return base  # already gone (or never existed): nothing to do
         counts = {"users": len(current.users),
                   "cr_users": sum(1 for u in current.users.values() if u["call_recording"]),
                   "recordings": len(mirror.recordings)}
         action = Action(Kind.TERMINATE_ACCOUNT, None, None, counts, None)
-        return Plan(**base, actions=(action,))
+        return replace(base, actions=(action,))
 
     buckets: dict[Kind, list[Action]] = {kind: [] for kind in Kind}
     if not current.exists:
@@ -76,11 +88,11 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
         bucket = buckets[kind]
         bucket.sort(key=lambda a: a.user or "")
         actions.extend(bucket)
-    return Plan(**base, actions=tuple(actions), mir_upsert=tuple(upserts),
-                mir_delete=tuple(deletes))
+    return replace(base, actions=tuple(actions), mir_upsert=tuple(upserts),
+                   mir_delete=tuple(deletes))
 
 
-def _diff_user(uid: str, username: str, want: dict[str, Any], have: dict[str, Any],
+def _diff_user(uid: str, username: str, want: UserRecord, have: UserRecord,
                buckets: dict[Kind, list[Action]]) -> None:
     changed = tuple(f for f in DETAIL_FIELDS if want[f] != have[f])
     if changed:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.errors import Diagnostic, ValidationFailed
 from reconciler.loader import Document, Path, field_path, load_file, printable
@@ -494,10 +494,11 @@ def check_records(users: dict[str, UserRecord], touched: set[str]) -> list[str]:
             problems.append(printable(
                 f"{field_path(('users', record['username']))}: Call Recording needs an "
                 f"Elite, Premier, Essentials or Telephony profile, not {record['profile']}"))
-    for key, label in (("username", "username"), ("extension", "extension")):
+    unique: tuple[Literal["username", "extension"], ...] = ("username", "extension")
+    for key in unique:
         values = [u[key] for u in users.values()]
         if len(set(values)) != len(values):
-            problems.append(f"two users would share a {label}")
+            problems.append(f"two users would share a {key}")
     emails = [u["email"].casefold() for u in users.values()]
     if len(set(emails)) != len(emails):
         problems.append("two users would share an email")

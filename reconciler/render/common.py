@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from reconciler.model import product_name
@@ -52,7 +53,7 @@ def value(v: Any) -> str:
     return str(v)
 
 
-def cr_text(cr: dict[str, Any] | None) -> str:
+def cr_text(cr: Mapping[str, Any] | None) -> str:
     """MiCloud Connect MIR Always-On (pending until 2026-12-01)."""
     if not cr:
         return "(none)"
