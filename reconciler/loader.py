@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from yaml.cyaml import CParser
+from yaml._yaml import CParser  # what yaml.cyaml re-exports (its stub does not)
 from yaml.events import (
     AliasEvent,
     DocumentStartEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -253,7 +254,8 @@ class _Walker:
         self.name = name
         self.raw = raw
         self.parser = CParser(raw)
-        self.get = self.parser.get_event
+        # libyaml returns None only after StreamEndEvent, which ends every read here
+        self.get = cast(Callable[[], Event], self.parser.get_event)
         self.wanted = wanted
         self.positions: dict[Path, tuple[int, int, int, int]] = {}
         self.diagnostics: list[Diagnostic] = []
@@ -384,6 +386,7 @@ class _Walker:
                 raise
             if wanted is not None:
                 self._record(path + (key,), event, vevent)
+            value: Any  # a scalar's text, None, or a nested node
             if type(vevent) is ScalarEvent and vevent.tag is None and vevent.anchor is None:
                 value = vevent.value
                 if value in NULLS and not vevent.style:
@@ -433,6 +436,7 @@ class _Walker:
             child = path + (len(result),)
             if wanted is not None and child in wanted:
                 mark = event.start_mark
+                assert mark is not None  # libyaml marks every event
                 self.positions[child] = (mark.line + 1, mark.column + 1,
                                          mark.line + 1, mark.column + 1)
                 self._done()

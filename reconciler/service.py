@@ -242,7 +242,7 @@ def _differences(expected: list[dict[str, Any]], found: list[dict[str, Any]],
         who = a["user"] or a["user_id"]
         return f"{a['action']} for {who}" if who else str(a["action"])
 
-    lines = []
+    lines: list[str] = []
     for index in range(max(len(expected), len(found))):
         want = expected[index] if index < len(expected) else None
         have = found[index] if index < len(found) else None
