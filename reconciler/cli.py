@@ -487,12 +487,17 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
 @global_options
 @click.argument("account")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write to FILE instead of standard output.")
+              help="Write to FILE instead of standard output: atomically, mode 0600, "
+                   "creating its directories; never through a symlink.")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.option("--serial", type=click.IntRange(min=1), metavar="N",
               help="An older version (see `crctl history ACCOUNT`).")
 @click.pass_obj
-def import_(ctx: Context, account: str, out: str | None, serial: int | None) -> None:
+def import_(ctx: Context, account: str, out: str | None, force: bool,
+            serial: int | None) -> None:
     """Write the current account as desired-state YAML (planning it shows no changes).
+
+    An existing FILE is replaced only with --force; a failed write leaves it as it was.
 
     \b
     Example:
@@ -505,12 +510,10 @@ def import_(ctx: Context, account: str, out: str | None, serial: int | None) -> 
     current = service.read_existing(backend, account)
     text = to_yaml(current if serial is None else backend.read_account(account, serial))
     if out:
-        try:
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot write: {exc.strerror}") from None
-        click.echo(f"Wrote {out}.", err=True)
+        from reconciler.outfile import write_private
+
+        write_private(out, text, force=force)
+        click.echo(f"Wrote {printable(out)}.", err=True)
     else:
         click.echo(text, nl=False)
 

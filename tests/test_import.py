@@ -191,9 +191,11 @@ def test_import_out_writes_the_same_text_as_stdout(examples_state: Path,
 
 def test_import_out_to_an_unwritable_place_is_an_error(examples_state: Path,
                                                        tmp_path: Path) -> None:
-    result = crctl("import", "acme", "--out", tmp_path / "missing" / "a.yaml", state=examples_state)
+    (tmp_path / "missing").write_text("a file, not a directory\n")
+    result = crctl("import", "acme", "--out", tmp_path / "missing" / "a.yaml",
+                   state=examples_state)
     assert result.returncode == 1
-    assert not (tmp_path / "missing").exists()
+    assert (tmp_path / "missing").read_text() == "a file, not a directory\n"
 
 
 def test_import_of_an_unknown_account_is_an_error(examples_state: Path,

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+import support
 from helpers import EXAMPLES, assert_no_traceback, run_crctl
 
 ACTOR = {"CRCTL_ACTOR": "jdoe", "NO_COLOR": "1"}
@@ -105,3 +109,108 @@ def test_validate_refuses_an_account_declared_in_two_named_files(tmp_path: Path)
     # the same file named twice is one file, not a duplicate
     again = crctl(tmp_path / "state", "validate", ".", "acme.yaml", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+# -- 6: import --out is atomic, private, never through a symlink, no clobber -------------
+
+def run_import(state: Path, out: Path, *extra: str, umask: int | None = None,
+               preexec: object = None) -> subprocess.CompletedProcess[str]:
+    """`crctl import acme --out OUT`, optionally under a file size limit (preexec)."""
+    if preexec is None:
+        return support.crctl("import", "acme", "--out", out, *extra, state=state,
+                             umask=umask)
+    result = subprocess.run(support.argv("import", "acme", "--out", out, *extra, state=state),
+                            env=support.crctl_env(), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=preexec)  # type: ignore[arg-type]
+    support.assert_clean(result)
+    return result
+
+
+def imported_text(state: Path) -> str:
+    result = support.crctl("import", "acme", state=state)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_import_out_creates_directories_and_a_private_file(state: Path,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "repo" / "accounts" / "acme.yaml"
+    result = run_import(state, out, umask=0)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"Wrote {out}.\n"
+    assert out.read_text(encoding="utf-8") == imported_text(state)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert os.listdir(out.parent) == ["acme.yaml"]  # no temporary file left
+
+
+def test_import_out_refuses_an_existing_file_without_force(state: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "acme.yaml"
+    out.write_text("# edited by hand\n")
+    out.chmod(0o644)
+    keep = tmp_path / "hard-link"
+    os.link(out, keep)
+    refused = run_import(state, out)
+    assert refused.returncode == 1
+    assert refused.stderr == f"Error: {out}: already exists; pass --force to overwrite it\n"
+    assert out.read_text() == "# edited by hand\n"
+    forced = run_import(state, out, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert out.read_text(encoding="utf-8") == imported_text(state)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # not the old file's 0644
+    assert keep.read_text() == "# edited by hand\n"  # replaced by a rename, not rewritten
+    assert sorted(os.listdir(tmp_path)) == ["acme.yaml", "hard-link", "state"]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_import_out_never_writes_through_a_symlink(state: Path, tmp_path: Path,
+                                                   force: bool) -> None:
+    target = tmp_path / "target.txt"
+    target.write_text("precious\n")
+    link = tmp_path / "acme.yaml"
+    link.symlink_to(target)
+    dangling = tmp_path / "dangling.yaml"
+    dangling.symlink_to(tmp_path / "nowhere.yaml")
+    flags = ("--force",) if force else ()
+    for out in (link, dangling):
+        result = run_import(state, out, *flags)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == (f"Error: {out}: is a symbolic link; refusing to write "
+                                 "through it (remove it, or choose another file)\n")
+        assert out.is_symlink()
+    assert target.read_text() == "precious\n"
+    assert not (tmp_path / "nowhere.yaml").exists()
+    assert sorted(os.listdir(tmp_path)) == ["acme.yaml", "dangling.yaml", "state",
+                                            "target.txt"]
+
+
+def test_import_out_a_failed_write_keeps_the_previous_file(state: Path,
+                                                           tmp_path: Path) -> None:
+    """A file size limit makes the write fail for real (tests run as root, so a read-only
+    directory would not): the previous file stays, no temporary file is left."""
+    out = tmp_path / "out" / "acme.yaml"
+    out.parent.mkdir()
+    out.write_text("# the previous file\n")
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))  # Python ignores SIGXFSZ
+
+    result = run_import(state, out, "--force", preexec=small_files)
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: {out}: cannot write: File too large; the previous "
+                             "file is unchanged\n")
+    assert out.read_text() == "# the previous file\n"
+    assert os.listdir(out.parent) == ["acme.yaml"]
+
+
+def test_import_out_under_a_file_is_refused_and_writes_nothing(state: Path,
+                                                               tmp_path: Path) -> None:
+    blocker = tmp_path / "accounts"
+    blocker.write_text("not a directory\n")
+    out = blocker / "acme.yaml"
+    result = run_import(state, out)
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: {out}: cannot create its directory {blocker}: "
+                             "File exists; nothing was written\n")
+    assert blocker.read_text() == "not a directory\n"
