@@ -136,6 +136,15 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
                 _refuse(plan, action, "its 'after' names another account")
             lineage = new_lineage()
             name = after["name"]
+        elif kind is Kind.UPDATE_ACCOUNT:
+            if not current.exists:
+                _refuse(plan, action, "the account does not exist")
+            if action.before != {"name": name}:
+                _refuse(plan, action, "the account's name differs from the plan's 'before'")
+            after = _expect_after(plan, action, ACCOUNT_FIELDS)
+            if not isinstance(after["name"], str | None):
+                _refuse(plan, action, "its 'after' name must be a string or null")
+            name = after["name"]
         elif kind is Kind.ADD_USER:
             if uid is not None or action.user in by_name:
                 _refuse(plan, action, "the user already exists")
@@ -244,6 +253,7 @@ def _refuse(plan: Plan, action: Action, why: str) -> NoReturn:
 
 
 ADD_FIELDS = (*DETAIL_FIELDS, "call_recording")
+ACCOUNT_FIELDS = ("name",)  # what update_account changes (safety and settings: not kept yet)
 CR_AFTER_FIELDS = (*CR_FIELDS, "status")
 NO_BEFORE = frozenset((Kind.CREATE_ACCOUNT, Kind.ADD_USER, Kind.ENABLE))
 NO_AFTER = frozenset((Kind.REMOVE, Kind.DELETE_USER, Kind.TERMINATE_ACCOUNT))
@@ -257,9 +267,11 @@ def _check_sides(plan: Plan, action: Action) -> None:
         _refuse(plan, action, "its 'before' must be null")
     if kind in NO_AFTER and action.after is not None:
         _refuse(plan, action, "its 'after' must be null")
-    if kind is Kind.CREATE_ACCOUNT and (action.user is not None or action.user_id is not None):
+    if kind in (Kind.CREATE_ACCOUNT, Kind.UPDATE_ACCOUNT) and (
+            action.user is not None or action.user_id is not None):
         _refuse(plan, action, "it must not name a user")
-    fields = {Kind.UPDATE_USER: DETAIL_FIELDS, Kind.CHANGE: CR_FIELDS}.get(kind)
+    fields = {Kind.UPDATE_USER: DETAIL_FIELDS, Kind.CHANGE: CR_FIELDS,
+              Kind.UPDATE_ACCOUNT: ACCOUNT_FIELDS}.get(kind)
     if fields is None:
         expected: tuple[str, ...] = ()
     elif isinstance(action.before, dict) and isinstance(action.after, dict):

@@ -557,7 +557,7 @@ def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str, fmt: 
               show_default=True)
 @click.pass_obj
 def accounts(ctx: Context, fmt: str) -> None:
-    """Every account in the state: id, users, CR users, serial, last change.
+    """Every account in the state: id, name, users, CR users, serial, last change.
 
     \b
     Example:
@@ -569,9 +569,9 @@ def accounts(ctx: Context, fmt: str) -> None:
         emit_json([a.to_json() for a in found])
         return
     click.echo(state_header(backend), nl=False)
-    rows = [("ACCOUNT", "USERS", "CR USERS", "SERIAL", "LAST CHANGE")]
-    rows += [(a.account, str(a.users), str(a.cr_users), str(a.serial), a.last_change or "-")
-             for a in found]
+    rows = [("ACCOUNT", "NAME", "USERS", "CR USERS", "SERIAL", "LAST CHANGE")]
+    rows += [(a.account, printable(a.name or "-"), str(a.users), str(a.cr_users),
+              str(a.serial), a.last_change or "-") for a in found]
     click.echo(_table(rows), nl=False)
     click.echo(f"{counted(len(found), 'account')}.", err=True)
 

@@ -32,6 +32,7 @@ class Kind(StrEnum):
     """Action kinds, declared in the order they apply (DESIGN §5)."""
 
     CREATE_ACCOUNT = "create_account"
+    UPDATE_ACCOUNT = "update_account"
     REMOVE = "remove"
     DELETE_USER = "delete_user"
     ADD_USER = "add_user"

@@ -54,6 +54,12 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
         buckets[Kind.CREATE_ACCOUNT].append(Action(
             Kind.CREATE_ACCOUNT, None, None, None,
             {"account": desired.account, "name": desired.name}))
+    elif desired.name is not None and desired.name != current.name:
+        # a file without `name:` leaves the name as it is: many files never declare one,
+        # and dropping a name nobody wrote down would surprise (import writes it back)
+        buckets[Kind.UPDATE_ACCOUNT].append(Action(
+            Kind.UPDATE_ACCOUNT, None, None, {"name": current.name}, {"name": desired.name},
+            ("name",)))
 
     by_name = current.by_username()
     seen: set[str] = set()

@@ -6,6 +6,7 @@ Black-box: every test runs the real `crctl` command (tests/helpers.run_crctl).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -214,3 +215,90 @@ def test_import_out_under_a_file_is_refused_and_writes_nothing(state: Path,
     assert result.stderr == (f"Error: {out}: cannot create its directory {blocker}: "
                              "File exists; nothing was written\n")
     assert blocker.read_text() == "not a directory\n"
+
+
+# -- 7: a changed account name is planned as update_account and applied -------------------
+
+def renamed_acme(where: Path, name_line: str) -> Path:
+    text = (EXAMPLES / "acme.yaml").read_text(encoding="utf-8")
+    assert "\nname: Acme Corporation\n" in text
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "acme.yaml"
+    path.write_text(text.replace("\nname: Acme Corporation\n", name_line), encoding="utf-8")
+    return path
+
+
+def test_a_changed_account_name_is_planned_applied_and_audited(state: Path,
+                                                               tmp_path: Path) -> None:
+    path = renamed_acme(tmp_path, "\nname: Acme Inc.\n")
+    planned = support.crctl("plan", path, "--format", "json", state=state)
+    assert planned.returncode == 0, planned.stderr
+    doc = json.loads(planned.stdout)
+    assert doc["actions"] == [{"action": "update_account", "user": None, "user_id": None,
+                               "before": {"name": "Acme Corporation"},
+                               "after": {"name": "Acme Inc."}, "changed": ["name"]}]
+    text = support.crctl("plan", path, "--detailed-exitcode", state=state)
+    assert text.returncode == 2, text.stderr
+    assert ["~ update account name: Acme Corporation -> Acme Inc."] == [
+        " ".join(line.split()) for line in text.stdout.splitlines() if "~" in line]
+    markdown = support.crctl("plan", path, "--format", "markdown", state=state)
+    assert "| Account to update | 1 |" in markdown.stdout
+    assert "name: Acme Corporation -&gt; Acme Inc." in markdown.stdout
+
+    saved = tmp_path / "rename.plan"
+    assert support.crctl("plan", path, "--out", saved, state=state).returncode == 0
+    applied = support.crctl("apply", saved, state=state, actor="jdoe")
+    assert applied.returncode == 0, applied.stderr
+    portal = json.loads((state / "portal" / "acme.json").read_text())
+    assert (portal["name"], portal["serial"]) == ("Acme Inc.", 2)
+    accounts = support.crctl("accounts", "--format", "json", state=state)
+    assert [(a["account"], a["name"]) for a in json.loads(accounts.stdout)] == \
+        [("acme", "Acme Inc.")]
+    table = support.crctl("accounts", state=state).stdout.splitlines()
+    assert table[-2].split()[:2] == ["ACCOUNT", "NAME"]
+    assert table[-1].startswith("acme     Acme Inc.")
+    audit = support.crctl("audit", "acme", "--action", "update_account", "--format", "json",
+                          state=state)
+    [entry] = json.loads(audit.stdout)
+    assert (entry["before"], entry["after"], entry["serial"]) == \
+        ({"name": "Acme Corporation"}, {"name": "Acme Inc."}, 2)
+    again = support.crctl("plan", path, "--detailed-exitcode", state=state)
+    assert again.returncode == 0, again.stdout
+    assert "No changes." in again.stdout
+
+
+def test_a_file_without_a_name_keeps_the_name_and_the_import_round_trips(
+        state: Path, tmp_path: Path) -> None:
+    path = renamed_acme(tmp_path, "\n")
+    planned = support.crctl("plan", path, "--detailed-exitcode", state=state)
+    assert planned.returncode == 0, planned.stdout
+    assert "No changes." in planned.stdout
+    renamed = renamed_acme(tmp_path / "renamed", "\nname: \"Acme: the #1 'yes' Co\"\n")
+    applied = support.crctl("apply", renamed, "--auto-approve", state=state, actor="jdoe")
+    assert applied.returncode == 0, applied.stderr
+    assert "Acme Corporation -> Acme: the #1 'yes' Co" in applied.stdout
+    imported = tmp_path / "imported" / "acme.yaml"
+    assert support.crctl("import", "acme", "--out", imported, state=state).returncode == 0
+    assert "\nname: \"Acme: the #1 'yes' Co\"\n" in imported.read_text()
+    again = support.crctl("plan", imported, "--detailed-exitcode", state=state)
+    assert again.returncode == 0, again.stdout
+
+
+def test_a_saved_update_account_plan_is_refused_when_the_name_moved(
+        state: Path, tmp_path: Path) -> None:
+    first = renamed_acme(tmp_path, "\nname: Acme Inc.\n")
+    saved = tmp_path / "rename.plan"
+    assert support.crctl("plan", first, "--out", saved, state=state).returncode == 0
+    edited = json.loads(saved.read_text())
+    first.unlink()  # no desired file to re-plan from: the applier's own check refuses it
+    edited["actions"][0]["before"] = {"name": "Someone Else"}
+    body = {k: v for k, v in edited.items() if k != "checksum"}  # re-signed, as a forger would
+    edited["checksum"] = hashlib.sha256(json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    saved.write_text(json.dumps(edited))
+    refused = support.crctl("apply", saved, state=state, actor="jdoe")
+    assert refused.returncode == 3, refused.stderr
+    assert ("plan action update_account does not fit the current state: the account's "
+            "name differs from the plan's 'before'") in refused.stderr
+    assert json.loads((state / "portal" / "acme.json").read_text())["serial"] == 1
+

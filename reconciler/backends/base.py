@@ -187,6 +187,7 @@ class AccountSummary:
     cr_users: int
     serial: int
     last_change: str | None
+    name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

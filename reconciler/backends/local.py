@@ -210,7 +210,8 @@ class LocalBackend(Backend):
                 account=account, users=len(state.users),
                 cr_users=sum(1 for u in state.users.values() if u["call_recording"]),
                 serial=state.serial,
-                last_change=change.get("time") if isinstance(change, dict) else None))
+                last_change=change.get("time") if isinstance(change, dict) else None,
+                name=state.name))
         return out
 
     def _account_ids(self) -> list[str]:

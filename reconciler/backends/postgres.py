@@ -350,11 +350,11 @@ class PostgresBackend(Backend):
             f"SELECT a.account, a.serial, "
             f"to_char(a.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
             f"count(u.user_id), count(u.user_id) FILTER (WHERE u.record->'call_recording' "
-            f"<> 'null'::jsonb) FROM {self.s}.accounts a LEFT JOIN {self.s}.user_versions u "
-            f"ON u.account = a.account AND u.serial_to IS NULL "
-            f"GROUP BY a.account, a.serial, a.updated_at ORDER BY a.account")
+            f"<> 'null'::jsonb), a.name FROM {self.s}.accounts a LEFT JOIN "
+            f"{self.s}.user_versions u ON u.account = a.account AND u.serial_to IS NULL "
+            f"GROUP BY a.account, a.serial, a.updated_at, a.name ORDER BY a.account")
         return [AccountSummary(account=r[0], users=r[3], cr_users=r[4], serial=r[1],
-                               last_change=r[2]) for r in rows]
+                               last_change=r[2], name=r[5]) for r in rows]
 
     def tombstones(self, account: str | None = None) -> list[dict[str, Any]]:
         if not self._schema_present():

@@ -10,6 +10,7 @@ from reconciler.plan import Action, Kind, Plan
 
 VERBS = {
     Kind.CREATE_ACCOUNT: "create account",
+    Kind.UPDATE_ACCOUNT: "update account",
     Kind.REMOVE: "remove CR",
     Kind.DELETE_USER: "delete user",
     Kind.ADD_USER: "add user",
@@ -18,8 +19,9 @@ VERBS = {
     Kind.ENABLE: "enable CR",
     Kind.TERMINATE_ACCOUNT: "terminate account",
 }
-SIGNS = {Kind.CREATE_ACCOUNT: "+", Kind.REMOVE: "-", Kind.DELETE_USER: "-", Kind.ADD_USER: "+",
-         Kind.UPDATE_USER: "~", Kind.CHANGE: "~", Kind.ENABLE: "+",
+SIGNS = {Kind.CREATE_ACCOUNT: "+", Kind.UPDATE_ACCOUNT: "~", Kind.REMOVE: "-",
+         Kind.DELETE_USER: "-", Kind.ADD_USER: "+", Kind.UPDATE_USER: "~", Kind.CHANGE: "~",
+         Kind.ENABLE: "+",
          Kind.TERMINATE_ACCOUNT: "-"}
 
 

@@ -16,6 +16,7 @@ LIMIT = 65_536
 RESERVE = 400  # room for the truncation note
 CALLOUT_NAMES = 20
 SECTIONS = (
+    (Kind.UPDATE_ACCOUNT, "Account to update"),
     (Kind.REMOVE, "CR to remove"),
     (Kind.DELETE_USER, "Users to delete"),
     (Kind.ADD_USER, "Users to add"),
@@ -51,6 +52,8 @@ def _head(plan: Plan) -> list[str]:
         out.append(f"| MIR mirror drift | {drift} |")
     if plan.of_kind(Kind.CREATE_ACCOUNT):
         out.append("| Account to create | 1 |")
+    if plan.of_kind(Kind.UPDATE_ACCOUNT):
+        out.append("| Account to update | 1 |")
     out.append("")
     for kind, label in ((Kind.REMOVE, "CR removed from"), (Kind.DELETE_USER, "Deleted")):
         actions = plan.of_kind(kind)
