@@ -659,6 +659,29 @@ def audit(ctx: Context, account: str, user: str | None, since: str | None,
 
 @cli.command()
 @global_options
+@click.argument("which", type=click.Choice(["account", "plan"]), metavar="account|plan")
+def schema(which: str) -> None:
+    """Print a JSON Schema (2020-12): of desired-state files, or of plan documents.
+
+    Keep a copy in your repository and point your editor at it (the YAML language server,
+    as in VS Code, reads a `# yaml-language-server: $schema=PATH` comment line):
+
+    \b
+    Examples:
+      crctl schema account > account.schema.json
+      # then, in accounts/acme.yaml:
+      # yaml-language-server: $schema=../account.schema.json
+      crctl schema plan > plan.schema.json
+    """
+    from importlib import resources
+
+    text = resources.files("reconciler").joinpath("schemas", f"{which}.schema.json")\
+        .read_text("utf-8")
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@cli.command()
+@global_options
 @click.option("--print-sql", is_flag=True,
               help="Print the SQL (DDL and the GRANTs of a reader and a writer role) "
                    "instead of running it.")

@@ -1,9 +1,17 @@
 """`crctl import`: the current account as desired-state YAML.
 
 Written by hand rather than with yaml.dump so the output is stable and reads like the
-examples: fixed key order, the schema comment line, extensions and phone numbers quoted,
+examples: fixed key order, the schema comments, extensions and phone numbers quoted,
 anything that could be read as something else double-quoted. Planning the output right
 away shows no changes (tests check the round trip).
+
+No `# yaml-language-server: $schema=...` line: any relative path in it would point
+nowhere in the user's repository (the schema ships inside crctl). The header says how to
+get a copy (`crctl schema account`) and the line to add once it is in place.
+
+Safety limits are not written: the state does not keep the desired file's `safety`
+block (DESIGN §3.3 lists it, no backend stores it yet), so there is nothing to import;
+an imported file plans with the default limits and shows no changes either way.
 """
 
 from __future__ import annotations
@@ -15,7 +23,11 @@ from reconciler.model import CurrentAccount
 
 PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._@+/'()-]*$")
 RESERVED = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"))
-SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/account.schema.json"
+SCHEMA_HINT = (
+    "# Editor validation: save the schema once with `crctl schema account > "
+    "account.schema.json`,",
+    "# then add the line `# yaml-language-server: $schema=PATH/account.schema.json` here.",
+)
 
 
 def scalar(text: str) -> str:
@@ -35,9 +47,10 @@ def _escape(c: str) -> str:
 
 
 def to_yaml(account: CurrentAccount) -> str:
-    lines = [SCHEMA_LINE,
-             f"# Imported from the current state of account {account.account} "
+    """The account as a desired-state file that plans to no changes."""
+    lines = [f"# Imported from the current state of account {account.account} "
              f"(serial {account.serial}).",
+             *SCHEMA_HINT,
              f"account: {account.account}"]
     if account.name:
         lines.append(f"name: {scalar(account.name)}")

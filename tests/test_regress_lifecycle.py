@@ -239,8 +239,8 @@ def test_a_changed_account_name_is_planned_applied_and_audited(state: Path,
                                "after": {"name": "Acme Inc."}, "changed": ["name"]}]
     text = support.crctl("plan", path, "--detailed-exitcode", state=state)
     assert text.returncode == 2, text.stderr
-    assert ["~ update account name: Acme Corporation -> Acme Inc."] == [
-        " ".join(line.split()) for line in text.stdout.splitlines() if "~" in line]
+    shown = [" ".join(line.split()) for line in text.stdout.splitlines() if "~" in line]
+    assert shown == ["~ update account name: Acme Corporation -> Acme Inc."]
     markdown = support.crctl("plan", path, "--format", "markdown", state=state)
     assert "| Account to update | 1 |" in markdown.stdout
     assert "name: Acme Corporation -&gt; Acme Inc." in markdown.stdout
@@ -302,3 +302,50 @@ def test_a_saved_update_account_plan_is_refused_when_the_name_moved(
             "name differs from the plan's 'before'") in refused.stderr
     assert json.loads((state / "portal" / "acme.json").read_text())["serial"] == 1
 
+
+# -- 12a: `crctl schema account|plan`, and the schema hint import writes -------------------
+
+@pytest.mark.parametrize("which", ["account", "plan"])
+def test_schema_prints_the_json_schema_crctl_validates_with(which: str,
+                                                             tmp_path: Path) -> None:
+    result = support.crctl("schema", which, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shipped = support.REPO / "reconciler" / "schemas" / f"{which}.schema.json"
+    assert result.stdout == shipped.read_text(encoding="utf-8")
+    schema = json.loads(result.stdout)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert not list(tmp_path.iterdir())  # no state, nothing written
+
+
+def test_schema_help_says_how_to_keep_a_copy_and_a_wrong_name_is_refused() -> None:
+    helped = support.crctl("schema", "--help")
+    assert helped.returncode == 0
+    assert "crctl schema account > account.schema.json" in helped.stdout
+    assert "# yaml-language-server: $schema=" in helped.stdout
+    refused = support.crctl("schema", "accounts")
+    assert refused.returncode == 1
+    assert "'accounts' is not one of 'account', 'plan'" in refused.stderr
+
+
+def test_the_schema_copy_import_points_to_validates_the_imported_file(
+        state: Path, tmp_path: Path) -> None:
+    """Following the imported file's header: the schema saved with `crctl schema account`
+    accepts the imported file, read as an editor reads it (YAML 1.2 core schema: true
+    and false are booleans, dates and quoted digits are strings)."""
+    import jsonschema
+    import yaml
+
+    def core(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: core(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [core(v) for v in node]
+        return {"true": True, "false": False}.get(node, node)  # type: ignore[call-overload]
+
+    text = imported_text(state)
+    assert ("# Editor validation: save the schema once with `crctl schema account > "
+            "account.schema.json`,") in text.splitlines()
+    assert "$schema=../" not in text
+    schema = json.loads(support.crctl("schema", "account").stdout)
+    data = core(yaml.load(text, Loader=yaml.BaseLoader))  # noqa: S506 - strings only
+    jsonschema.Draft202012Validator(schema).validate(data)
