@@ -91,8 +91,8 @@ def test_write_then_read_back(backend: Backend, other: Backend) -> None:
     assert set(mirror.users) == {"u1"} and len(mirror.recordings) == 2
     assert other.exists()
     [summary] = other.accounts()
-    assert (summary.account, summary.users, summary.cr_users, summary.serial) == \
-        ("acme", 2, 1, 1)
+    assert (summary.account, summary.users, summary.cr_users, summary.serial,
+            summary.name) == ("acme", 2, 1, 1, "Acme Corp")
     assert summary.last_change
 
 
