@@ -142,8 +142,9 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
             if action.before != {"name": name}:
                 _refuse(plan, action, "the account's name differs from the plan's 'before'")
             after = _expect_after(plan, action, ACCOUNT_FIELDS)
-            if not isinstance(after["name"], str | None):
-                _refuse(plan, action, "its 'after' name must be a string or null")
+            if not _valid_name(after["name"]):  # the planner never plans dropping a name
+                _refuse(plan, action, "its 'after' name must be 1-200 characters without "
+                        "control characters (as in a desired file)")
             name = after["name"]
         elif kind is Kind.ADD_USER:
             if uid is not None or action.user in by_name:
@@ -280,6 +281,12 @@ def _check_sides(plan: Plan, action: Action) -> None:
         return  # the before/after checks that follow refuse it
     if action.changed != expected:
         _refuse(plan, action, f"its 'changed' must list {', '.join(expected) or 'nothing'}")
+
+
+def _valid_name(name: Any) -> bool:
+    """An account name a desired file could hold (schemas/account.schema.json `text`)."""
+    return isinstance(name, str) and 1 <= len(name) <= 200 \
+        and not any(c < " " or "\x7f" <= c <= "\x9f" for c in name)
 
 
 def _check_cr_values(plan: Plan, action: Action, cr: dict[str, Any]) -> None:

@@ -243,7 +243,7 @@ def test_a_changed_account_name_is_planned_applied_and_audited(state: Path,
     assert shown == ["~ update account name: Acme Corporation -> Acme Inc."]
     markdown = support.crctl("plan", path, "--format", "markdown", state=state)
     assert "| Account to update | 1 |" in markdown.stdout
-    assert "name: Acme Corporation -&gt; Acme Inc." in markdown.stdout
+    assert "| (the account) | name: Acme Corporation -&gt; Acme Inc. |" in markdown.stdout
 
     saved = tmp_path / "rename.plan"
     assert support.crctl("plan", path, "--out", saved, state=state).returncode == 0
@@ -284,22 +284,31 @@ def test_a_file_without_a_name_keeps_the_name_and_the_import_round_trips(
     assert again.returncode == 0, again.stdout
 
 
-def test_a_saved_update_account_plan_is_refused_when_the_name_moved(
-        state: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("side", "value", "why"), [
+    ("before", {"name": "Someone Else"}, "the account's name differs from the plan's "
+                                         "'before'"),
+    ("after", {"name": "Evil\u001b[2J"}, "its 'after' name must be 1-200 characters without "
+                                         "control characters (as in a desired file)"),
+    ("after", {"name": None}, "its 'after' name must be 1-200 characters"),
+    ("after", {"name": "Acme Inc.", "safety": 0}, "its 'after' must have exactly name"),
+    ("changed", [], "its 'changed' must list name"),
+])
+def test_a_forged_update_account_plan_is_refused(state: Path, tmp_path: Path, side: str,
+                                                 value: object, why: str) -> None:
     first = renamed_acme(tmp_path, "\nname: Acme Inc.\n")
     saved = tmp_path / "rename.plan"
     assert support.crctl("plan", first, "--out", saved, state=state).returncode == 0
     edited = json.loads(saved.read_text())
     first.unlink()  # no desired file to re-plan from: the applier's own check refuses it
-    edited["actions"][0]["before"] = {"name": "Someone Else"}
+    edited["actions"][0][side] = value
     body = {k: v for k, v in edited.items() if k != "checksum"}  # re-signed, as a forger would
     edited["checksum"] = hashlib.sha256(json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     saved.write_text(json.dumps(edited))
     refused = support.crctl("apply", saved, state=state, actor="jdoe")
     assert refused.returncode == 3, refused.stderr
-    assert ("plan action update_account does not fit the current state: the account's "
-            "name differs from the plan's 'before'") in refused.stderr
+    assert f"plan action update_account does not fit the current state: {why}" in \
+        refused.stderr
     assert json.loads((state / "portal" / "acme.json").read_text())["serial"] == 1
 
 

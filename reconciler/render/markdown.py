@@ -65,7 +65,8 @@ def _head(plan: Plan) -> list[str]:
 
 
 def _row(action: Action) -> str:
-    return f"| `{cell(action.user or '')}` | {cell(describe(action))} |"
+    who = f"`{cell(action.user)}`" if action.user else "(the account)"  # update_account
+    return f"| {who} | {cell(describe(action))} |"
 
 
 def render_all(plans: list[Plan]) -> str:
