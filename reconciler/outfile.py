@@ -55,6 +55,7 @@ def write_private(path: str, text: str, *, force: bool = False) -> None:
                      0o600)
     except OSError as exc:
         raise InputError(_failed(shown, exc, existed)) from None
+    placed = False
     try:
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode is reduced by the umask, never raised
@@ -63,14 +64,13 @@ def write_private(path: str, text: str, *, force: bool = False) -> None:
         finally:
             os.close(fd)
         _put_in_place(tmp, path, shown, force)
+        placed = True
     except OSError as exc:
-        with suppress(OSError):
-            os.unlink(tmp)
         raise InputError(_failed(shown, exc, existed)) from None
-    except InputError:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        if not placed:  # also on Ctrl-C: no temporary file is left behind
+            with suppress(OSError):
+                os.unlink(tmp)
     _fsync_dir(directory)
 
 
@@ -110,7 +110,8 @@ def _put_in_place(tmp: str, path: str, shown: str, force: bool) -> None:
         _check_target(path, shown, force=False)
         os.replace(tmp, path)
         return
-    os.unlink(tmp)
+    with suppress(OSError):  # the file is in place: a leftover name is no failure
+        os.unlink(tmp)
 
 
 def _write_all(fd: int, data: bytes) -> None:
