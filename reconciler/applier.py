@@ -30,6 +30,7 @@ from reconciler.model import (
     UserRecord,
     is_iso_date,
     status_on,
+    termination_counts,
 )
 from reconciler.plan import ORDER, Action, Kind, Plan
 from reconciler.render.common import counted
@@ -335,14 +336,22 @@ def _check_result(plan: Plan, users: dict[str, UserRecord]) -> None:
 
 
 def check_fresh(plan: Plan, current: CurrentAccount,
-                tombstones: list[dict[str, Any]] | None = None) -> None:
+                tombstones: list[dict[str, Any]] | None = None,
+                mirror: Mirror | None = None) -> None:
     """A saved plan applies only to the exact state it was made from (exit 3 otherwise).
 
     A plan made before its account existed matches every state without the account, so
     the account's tombstones tell whether the account was created (by this plan or any
     other) and terminated since the plan was made: it is stale then, and --force does not
     change that (DESIGN §5: a saved plan applies at most once).
+
+    A termination also deletes what the serial does not track (recordings that phones
+    add to the MIR mirror), so its counts are compared with `mirror` too: the reviewer
+    approved deleting exactly those.
     """
+    if plan.terminates and mirror is not None and current.exists \
+            and plan.lineage == current.lineage:
+        check_termination_counts(plan, current, mirror)
     if plan.lineage != current.lineage or plan.serial != current.serial:
         then = f"lineage {plan.lineage or '(none: new account)'}, serial {plan.serial}"
         now = (f"lineage {current.lineage}, serial {current.serial}" if current.exists
@@ -365,6 +374,39 @@ def check_fresh(plan: Plan, current: CurrentAccount,
             f"account {plan.account}: plan is stale: it was made before the account existed,"
             f" but {why} (terminated {tomb.get('terminated_at', '(unknown time)')}); a saved "
             "plan applies at most once: make a new plan")
+
+
+COUNT_NAMES = {"users": "users", "cr_users": "CR users", "recordings": "recordings"}
+
+
+def check_termination_counts(plan: Plan, current: CurrentAccount, mirror: Mirror) -> None:
+    """A terminate_account plan's counts (its `before`) must be what terminating deletes
+    now. Recordings come without a serial bump, so a changed recordings count is stale;
+    users and CR users cannot change without one, so on the plan's own serial a
+    difference there is an edit (re-checksummed or not): altered."""
+    now = termination_counts(current, mirror)
+    for action in plan.of_kind(Kind.TERMINATE_ACCOUNT):
+        then = action.before
+        if not isinstance(then, dict) or then.keys() != now.keys() or not all(
+                type(v) is int and v >= 0 for v in then.values()):
+            raise StalePlanError(
+                f"account {plan.account}: plan was altered: its terminate_account 'before' "
+                f"must hold exactly the counts {', '.join(now)} (whole numbers)")
+        changes = [f"{COUNT_NAMES[k]} {then[k]} → {now[k]}" for k in now if then[k] != now[k]]
+        if not changes:
+            continue
+        if plan.serial == current.serial and any(then[k] != now[k]
+                                                 for k in ("users", "cr_users")):
+            raise StalePlanError(
+                f"account {plan.account}: plan was altered: its termination counts do not "
+                f"match the account it was made from (serial {plan.serial}): "
+                f"{', '.join(changes)}")
+        if plan.serial != current.serial:
+            changes.insert(0, f"serial {plan.serial} → {current.serial}")
+        raise StalePlanError(
+            f"account {plan.account}: plan is stale: the account changed since the plan was "
+            f"made ({', '.join(changes)}); make a new plan to see what terminating it "
+            "deletes now")
 
 
 def lineage_for(plan: Plan) -> str:
@@ -446,9 +488,9 @@ class Applier:
 
     def _terminate(self, plan: Plan, current: CurrentAccount, mirror: Mirror,
                    outcome: Outcome) -> Outcome:
-        counts = {"users": len(current.users),
-                  "cr_users": sum(1 for u in current.users.values() if u["call_recording"]),
-                  "recordings": len(mirror.recordings)}
+        counts = termination_counts(current, mirror)
+        if plan.actions[0].before is not None:  # a saved or shown plan: exactly its counts
+            check_termination_counts(plan, current, mirror)
         # tombstone first, then the deletion: a tombstone that cannot be written stops the
         # termination before anything is deleted
         with deferred_interrupts(reraise=False) as held:

@@ -167,3 +167,13 @@ class Mirror:
     account: str
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     recordings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def termination_counts(current: CurrentAccount, mirror: Mirror) -> dict[str, int]:
+    """What terminating the account deletes: the counts a terminate_account plan shows
+    (its `before`), the tombstone records, and a saved plan is checked against (DESIGN
+    §5: a termination whose counts changed since planning is stale). One function, so
+    the three can never count differently."""
+    return {"users": len(current.users),
+            "cr_users": sum(1 for u in current.users.values() if u["call_recording"]),
+            "recordings": len(mirror.recordings)}

@@ -19,6 +19,7 @@ from reconciler.model import (
     DesiredAccount,
     Mirror,
     UserRecord,
+    termination_counts,
 )
 from reconciler.plan import Action, Kind, Plan
 
@@ -43,10 +44,8 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
     if desired.terminate:
         if not current.exists:
             return base  # already gone (or never existed): nothing to do
-        counts = {"users": len(current.users),
-                  "cr_users": sum(1 for u in current.users.values() if u["call_recording"]),
-                  "recordings": len(mirror.recordings)}
-        action = Action(Kind.TERMINATE_ACCOUNT, None, None, counts, None)
+        action = Action(Kind.TERMINATE_ACCOUNT, None, None,
+                        termination_counts(current, mirror), None)
         return replace(base, actions=(action,))
 
     buckets: dict[Kind, list[Action]] = {kind: [] for kind in Kind}

@@ -165,13 +165,13 @@ class ApplyRun:
             planned = []
             for p in plans:
                 current = self.backend.read_account(p.account)
+                mirror = self.backend.read_mirror(p.account)
                 tombstones = self.backend.tombstones(p.account)
-                check_fresh(p, current, tombstones)
+                check_fresh(p, current, tombstones, mirror)
                 check_actor(p, current, self.actor)
                 self._check_not_altered(p)
                 found = safety.violations(p, current, p.max_remove_pct, tombstones)
-                planned.append(Planned(p, current, self.backend.read_mirror(p.account),
-                                       tuple(found)))
+                planned.append(Planned(p, current, mirror, tuple(found)))
             enforce(planned, self.force)
             show(plans)
             return self._apply_all(planned)

@@ -1,0 +1,178 @@
+"""Regressions of `crctl apply` robustness (issue 10, items 3, 8, 9, 10, 11): stale
+termination counts, plan sets naming an account twice, plans read from a pipe, a reader
+that goes away after the commit, and one audit trail for an activation whichever command
+made it (DESIGN §4-§6).
+
+Black-box: every test runs the real `crctl` command against a scratch state directory
+(a copy of one where examples/acme.yaml is applied) and checks what a user sees: the exit
+code, the message and the files of the state.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apply_helpers import EXAMPLE_ACME, audit, portal, run, snapshot
+
+from reconciler.plan import checksum as plan_checksum
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/acme.yaml applied once (serial 1): 4 users, 3 with CR; copied per test."""
+    root = tmp_path_factory.mktemp("applied")
+    desired = root / "accounts" / "acme.yaml"
+    desired.parent.mkdir()
+    shutil.copy(EXAMPLE_ACME, desired)
+    result = run(root / "state", "apply", str(desired), "--auto-approve", actor="jdoe")
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture
+def root(applied: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "work"
+    shutil.copytree(applied, copy, symlinks=True)
+    return copy
+
+
+def add_recordings(state: Path, count: int, account: str = "acme") -> None:
+    """What phones do: recordings appear in the MIR mirror (crctl never creates them, and
+    the account's serial does not move)."""
+    path = state / "mir" / f"{account}.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    start = len(doc["recordings"])
+    doc["recordings"].extend({"id": f"rec-{start + i}", "user_id": "u1",
+                              "started": "2026-11-24T10:00:00Z"} for i in range(count))
+    path.write_text(json.dumps(doc), encoding="utf-8")
+
+
+def rechecksum(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a forger does after editing a plan: recompute its checksum."""
+    doc["checksum"] = plan_checksum(doc)
+    return doc
+
+
+# -- item 3: a saved termination whose counts changed is stale --------------------------------
+
+def _termination_plan(root: Path, recordings: int = 0) -> tuple[Path, Path]:
+    """A `terminate: true` desired file and the saved plan of it."""
+    terminate = root / "terminate" / "acme.yaml"
+    terminate.parent.mkdir()
+    terminate.write_text(EXAMPLE_ACME.read_text(encoding="utf-8") + "terminate: true\n",
+                         encoding="utf-8")
+    planfile = root / "terminate.plan.json"
+    result = run(root / "state", "plan", str(terminate), "--out", str(planfile))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(planfile.read_text(encoding="utf-8"))
+    assert doc["actions"][0]["before"] == {"users": 4, "cr_users": 3,
+                                           "recordings": recordings}
+    return terminate, planfile
+
+
+@pytest.mark.parametrize("desired_file", ["unchanged", "removed", "edited"])
+def test_saved_termination_is_stale_after_recordings_were_made(root: Path,
+                                                               desired_file: str) -> None:
+    state = root / "state"
+    terminate, planfile = _termination_plan(root)
+    add_recordings(state, 2)
+    if desired_file == "removed":
+        terminate.unlink()
+    elif desired_file == "edited":
+        terminate.write_text(terminate.read_text(encoding="utf-8") + "# reviewed\n",
+                             encoding="utf-8")
+    before = snapshot(state)
+    result = run(state, "apply", str(planfile), actor="jdoe")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "plan is stale" in result.stderr
+    assert "recordings 0 → 2" in result.stderr
+    assert snapshot(state) == before  # nothing terminated, nothing written
+
+
+def test_saved_termination_is_stale_after_a_user_was_added(root: Path) -> None:
+    state = root / "state"
+    _, planfile = _termination_plan(root)
+    grown = root / "grown" / "acme.yaml"
+    grown.parent.mkdir()
+    grown.write_text(EXAMPLE_ACME.read_text(encoding="utf-8").replace(
+        "users:\n", "users:\n  zed:\n    first_name: Zed\n    last_name: Zee\n"
+        "    email: zed@acme.example\n    extension: \"2150\"\n    profile: Elite\n"
+        "    call_recording: {product: on-demand}\n", 1), encoding="utf-8")
+    assert run(state, "apply", str(grown), "--auto-approve", actor="jdoe").returncode == 0
+    add_recordings(state, 1)
+    before = snapshot(state)
+    result = run(state, "apply", str(planfile), actor="jdoe")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert ("the account changed since the plan was made (serial 1 → 2, users 4 → 5, "
+            "CR users 3 → 4, recordings 0 → 1)") in result.stderr
+    assert snapshot(state) == before
+
+
+def test_saved_termination_with_unchanged_counts_applies(root: Path) -> None:
+    state = root / "state"
+    add_recordings(state, 3)
+    _, planfile = _termination_plan(root, recordings=3)
+    result = run(state, "apply", str(planfile), actor="jdoe")
+    assert result.returncode == 0, result.stderr
+    assert "account acme terminated (4 users, 3 recordings deleted)" in result.stdout
+    assert not (state / "portal" / "acme.json").exists()
+
+
+@pytest.mark.parametrize(("forge", "words"), [
+    # counts that do not match the state the plan claims to be made from
+    (lambda c: c.update(recordings=5), "recordings 5 → 0"),
+    (lambda c: c.update(users=3), "plan was altered"),
+    (lambda c: c.update(cr_users=0), "plan was altered"),
+    # counts of the wrong shape
+    (lambda c: c.update(recordings="0"), "plan was altered"),
+    (lambda c: c.update(recordings=-1), "plan was altered"),
+    (lambda c: c.update(extra=1), "plan was altered"),
+    (lambda c: c.pop("recordings"), "plan was altered"),
+], ids=["more-recordings", "fewer-users", "no-cr-users", "string", "negative", "extra-key",
+        "missing-key"])
+@pytest.mark.parametrize("desired_file", ["unchanged", "removed"])
+def test_forged_termination_counts_are_refused(root: Path, forge: Any, words: str,
+                                               desired_file: str) -> None:
+    state = root / "state"
+    terminate, planfile = _termination_plan(root)
+    if desired_file == "removed":
+        terminate.unlink()
+    doc = json.loads(planfile.read_text(encoding="utf-8"))
+    forge(doc["actions"][0]["before"])
+    planfile.write_text(json.dumps(rechecksum(doc)), encoding="utf-8")
+    before = snapshot(state)
+    result = run(state, "apply", str(planfile), actor="jdoe")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert words in result.stderr, result.stderr
+    assert snapshot(state) == before
+
+
+def test_termination_plan_without_counts_is_refused(root: Path) -> None:
+    state = root / "state"
+    terminate, planfile = _termination_plan(root)
+    terminate.unlink()
+    doc = json.loads(planfile.read_text(encoding="utf-8"))
+    doc["actions"][0]["before"] = None
+    planfile.write_text(json.dumps(rechecksum(doc)), encoding="utf-8")
+    before = snapshot(state)
+    result = run(state, "apply", str(planfile), actor="jdoe")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "plan was altered" in result.stderr
+    assert snapshot(state) == before
+    assert portal(state)["serial"] == 1
+    assert audit(state)  # the account and its audit log are still there
+
+
+def test_termination_of_a_desired_file_counts_what_it_deletes(root: Path) -> None:
+    """Applying the desired file plans afresh under the lock: the new recordings are shown
+    and deleted, with no staleness to report."""
+    state = root / "state"
+    terminate, _ = _termination_plan(root)
+    add_recordings(state, 2)
+    result = run(state, "apply", str(terminate), "--auto-approve", actor="jdoe")
+    assert result.returncode == 0, result.stderr
+    assert "account acme terminated (4 users, 2 recordings deleted)" in result.stdout
