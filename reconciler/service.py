@@ -160,6 +160,7 @@ class ApplyRun:
                        show: Callable[[list[Plan]], None]) -> list[Outcome]:
         for p in plans:
             check_account_id(p.account)
+        check_distinct_accounts(plans)
         with locked(self.backend, [p.account for p in plans], self.actor, "apply",
                     self.lock_timeout):
             planned = []
@@ -216,6 +217,19 @@ class ApplyRun:
         if outcome.interrupted:
             raise KeyboardInterrupt  # after the commit: the next account is not started
         return outcome
+
+
+def check_distinct_accounts(plans: list[Plan]) -> None:
+    """A plan set names each account once (DESIGN §5). Two plans of one account are made
+    from the same serial, so the second would fail after the first committed: half a
+    set applied. Refused whole, before any lock is taken or anything written (exit 3)."""
+    first: dict[str, int] = {}
+    for index, plan in enumerate(plans, start=1):
+        if plan.account in first:
+            raise StalePlanError(
+                f"account {plan.account}: the plan set names it twice (plans "
+                f"{first[plan.account]} and {index}); nothing was applied: make a new plan")
+        first[plan.account] = index
 
 
 def _comparable(action: Action) -> dict[str, Any]:

@@ -176,3 +176,39 @@ def test_termination_of_a_desired_file_counts_what_it_deletes(root: Path) -> Non
     result = run(state, "apply", str(terminate), "--auto-approve", actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert "account acme terminated (4 users, 2 recordings deleted)" in result.stdout
+
+
+# -- item 8: a plan set naming one account twice is refused whole ----------------------------
+
+def _acme_and_initech_plans(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Saved plans of a change to acme and of a new account initech (jdoe manages both)."""
+    state = root / "state"
+    text = EXAMPLE_ACME.read_text(encoding="utf-8")
+    changed = root / "changed" / "acme.yaml"
+    changed.parent.mkdir()
+    changed.write_text(text.replace("location: Toronto", "location: Kanata"), encoding="utf-8")
+    initech = root / "changed" / "initech.yaml"
+    initech.write_text(text.replace("account: acme", "account: initech"), encoding="utf-8")
+    docs = []
+    for desired in (changed, initech):
+        out = root / f"{desired.stem}.plan.json"
+        result = run(state, "plan", str(desired), "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        docs.append(json.loads(out.read_text(encoding="utf-8")))
+    return docs[0], docs[1]
+
+
+@pytest.mark.parametrize("order", ["adjacent", "apart"])
+def test_plan_set_naming_an_account_twice_is_refused_whole(root: Path, order: str) -> None:
+    state = root / "state"
+    acme, initech = _acme_and_initech_plans(root)
+    docs = [initech, acme, acme] if order == "adjacent" else [acme, initech, acme]
+    planfile = root / "set.json"
+    planfile.write_text(json.dumps(docs), encoding="utf-8")
+    before = snapshot(state)
+    result = run(state, "apply", str(planfile), actor="jdoe")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "account acme: the plan set names it twice" in result.stderr
+    assert "nothing was applied" in result.stderr
+    assert snapshot(state) == before  # neither initech (new) nor acme was written
+    assert not (state / "portal" / "initech.json").exists()
