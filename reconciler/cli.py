@@ -328,10 +328,11 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
         click.echo(render(plans, "text", as_list=False), nl=False)
 
     try:
-        if service.is_plan_file(path):
-            from reconciler.plan import load
+        raw = service.read_plan_file(path)
+        if raw is not None:
+            from reconciler.plan import parse
 
-            outcomes = run.from_plan_file(load(path, checksum), show_plans)
+            outcomes = run.from_plan_file(parse(path, raw, checksum), show_plans)
         else:
             if checksum:
                 raise InputError("--checksum applies to a saved plan, not to a desired-state "

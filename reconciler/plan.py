@@ -176,16 +176,26 @@ def save(path: str, text: str) -> None:
                 os.unlink(tmp)
 
 
+MAX_PLAN_BYTES = 512 * 1024 * 1024
+
+
 def load(path: str, expected_checksum: str | None = None) -> list[Plan]:
     """Read a saved plan file (untrusted input): refuse malformed ones (exit 1) and altered
     ones (exit 3) before anything else looks at them."""
-    shown = printable(path)  # a hostile file name must not forge lines
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(512 * 1024 * 1024)
-        data = json.loads(raw)
+            raw = fh.read(MAX_PLAN_BYTES)
     except OSError as exc:
-        raise InputError(f"{shown}: cannot read plan file: {exc.strerror}") from None
+        raise InputError(f"{printable(path)}: cannot read plan file: {exc.strerror}") from None
+    return parse(path, raw, expected_checksum)
+
+
+def parse(path: str, raw: bytes, expected_checksum: str | None = None) -> list[Plan]:
+    """`load` of bytes already read from `path`: a pipe (`apply /dev/stdin`) can be read
+    only once, so whoever sniffed it hands its bytes on."""
+    shown = printable(path)  # a hostile file name must not forge lines
+    try:
+        data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InputError(f"{shown}: not a crctl plan file (invalid JSON: {exc})") from None
     docs = data if isinstance(data, list) else [data]

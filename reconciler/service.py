@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from reconciler.errors import (
 )
 from reconciler.loader import printable
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
-from reconciler.plan import Action, Kind, Plan
+from reconciler.plan import MAX_PLAN_BYTES, Action, Kind, Plan
 from reconciler.planner import make_plan
 from reconciler.runtime import default_who, now_iso
 from reconciler.validate import duplicate_accounts, expand_paths, load_desired
@@ -98,16 +99,27 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
 
 
-def is_plan_file(path: str) -> bool:
-    """A saved plan is JSON; desired state is YAML (or a directory of it)."""
+def read_plan_file(path: str) -> bytes | None:
+    """The bytes of the saved plan at `path`, or None if `path` is desired state.
+
+    A saved plan is JSON; desired state is YAML (or a directory of it). The file is opened
+    and read once: `apply /dev/stdin` or `apply <(...)` is a pipe, and what a sniff of its
+    head took is gone for a second open. Only a plan is read whole (a large desired file
+    is left to the YAML loader)."""
     if os.path.isdir(path) or path.endswith((".yaml", ".yml")):
-        return False
+        return None
     try:
         with open(path, "rb") as fh:
-            head = fh.read(64).lstrip()
+            head = fh.read(64)
+            if head.lstrip()[:1] not in (b"{", b"["):
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise InputError(
+                        f"{printable(path)}: not a saved plan (JSON); desired state is read "
+                        "from .yaml/.yml files or directories, not from a pipe")
+                return None
+            return head + fh.read(MAX_PLAN_BYTES - len(head))
     except OSError:
-        return False
-    return head[:1] in (b"{", b"[")
+        return None  # the desired-state loader names the path and the reason
 
 
 def wait_notice(account: str, holder: LockInfo | None) -> None:

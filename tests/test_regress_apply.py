@@ -10,13 +10,19 @@ code, the message and the files of the state.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
 import shutil
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_helpers import EXAMPLE_ACME, audit, portal, run, snapshot
+from apply_helpers import EXAMPLE_ACME, audit, popen, portal, run, snapshot
+from support import argv, crctl_env
 
 from reconciler.plan import checksum as plan_checksum
 
@@ -212,3 +218,85 @@ def test_plan_set_naming_an_account_twice_is_refused_whole(root: Path, order: st
     assert "nothing was applied" in result.stderr
     assert snapshot(state) == before  # neither initech (new) nor acme was written
     assert not (state / "portal" / "initech.json").exists()
+
+
+# -- item 9: a plan read from a pipe ----------------------------------------------------------
+
+def _saved_change(root: Path) -> Path:
+    """A saved plan of one change to acme (bob.smith moves to Kanata)."""
+    changed = root / "changed" / "acme.yaml"
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(EXAMPLE_ACME.read_text(encoding="utf-8").replace(
+        "location: Toronto", "location: Kanata"), encoding="utf-8")
+    planfile = root / "change.plan.json"
+    result = run(root / "state", "plan", str(changed), "--out", str(planfile))
+    assert result.returncode == 0, result.stderr
+    return planfile
+
+
+def _assert_change_applied(state: Path, result: Any) -> None:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert result.stdout.rstrip().splitlines()[-1] == (
+        "Apply complete: 0 enabled, 0 changed, 0 removed; 0 users added, 1 updated, "
+        "0 deleted.")
+    assert portal(state)["serial"] == 2
+    assert {u["location"] for u in portal(state)["users"].values()} >= {"Kanata"}
+
+
+def test_apply_reads_a_plan_from_stdin(root: Path) -> None:
+    state = root / "state"
+    planfile = _saved_change(root)
+    result = run(state, "apply", "/dev/stdin", actor="jdoe",
+                 input=planfile.read_text(encoding="utf-8"))
+    _assert_change_applied(state, result)
+
+
+def test_apply_reads_a_plan_from_stdin_with_its_checksum(root: Path) -> None:
+    state = root / "state"
+    doc = json.loads(_saved_change(root).read_text(encoding="utf-8"))
+    result = run(state, "apply", "/dev/stdin", "--checksum", doc["checksum"], actor="jdoe",
+                 input=json.dumps(doc))
+    _assert_change_applied(state, result)
+
+
+def test_apply_reads_a_plan_from_a_fifo(root: Path) -> None:
+    state = root / "state"
+    text = _saved_change(root).read_text(encoding="utf-8")
+    fifo = root / "plan.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "w", encoding="utf-8") as out:
+            out.write(text)  # the open blocks until crctl opens the FIFO to read
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    proc = popen(state, "apply", str(fifo), actor="jdoe")
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if writer.is_alive():  # crctl never opened it: release the writer
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(timeout=10)
+    _assert_change_applied(state, subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                              out, err))
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="process substitution needs bash")
+def test_apply_reads_a_plan_from_process_substitution(root: Path) -> None:
+    state = root / "state"
+    planfile = _saved_change(root)
+    command = shlex.join(argv("apply", state=state)) + f" <(cat {shlex.quote(str(planfile))})"
+    result = subprocess.run(["bash", "-c", command], env=crctl_env("jdoe"),
+                            capture_output=True, text=True, timeout=120)
+    _assert_change_applied(state, result)
+
+
+def test_desired_state_from_a_pipe_is_a_clear_refusal(root: Path) -> None:
+    state = root / "state"
+    before = snapshot(state)
+    result = run(state, "apply", "/dev/stdin", "--auto-approve", actor="jdoe",
+                 input=EXAMPLE_ACME.read_text(encoding="utf-8"))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "/dev/stdin: not a saved plan (JSON)" in result.stderr
+    assert snapshot(state) == before
