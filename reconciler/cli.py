@@ -342,12 +342,22 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
         if not run.committed:
             raise  # nothing written: exit 130
         outcomes, interrupted = run.committed, True
+    except BrokenPipeError:
+        _silence(sys.stdout)
+        if not run.committed:  # the plan could not be shown: nothing was written
+            raise CrctlError("the output was closed before anything was applied; nothing "
+                             "was changed") from None
+        _output_closed(run.committed, run.to_apply)
+        return
     else:
         interrupted = False
     try:
         _report_apply(outcomes, fmt)
     except KeyboardInterrupt:
         interrupted = True
+    except BrokenPipeError:
+        _output_closed(outcomes, run.to_apply)
+        return
     if interrupted:
         applied = ", ".join(f"{o.account} (serial {o.serial})" for o in outcomes)
         left = [a for a in run.to_apply if a not in {o.account for o in outcomes}]
@@ -357,6 +367,38 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
         click.echo(f"Interrupted after committing {applied}; not applied: "
                    f"{', '.join(left)}. Plan again to see what is left.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _silence(stream: Any) -> None:
+    """Point a stream whose reader went away at /dev/null: what is still buffered for it
+    is dropped, instead of failing Python's last flush (which makes the exit status 120)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _output_closed(outcomes: list[Any], to_apply: list[str]) -> None:
+    """The reader of stdout went away after the commit (`crctl apply ... | head -1`): the
+    state is written, so this is no error (DESIGN §4: exit 0); stderr says what was
+    applied, if it is still open."""
+    _silence(sys.stdout)
+    applied = ", ".join(f"{o.account} (serial {o.serial})" for o in outcomes)
+    left = [a for a in to_apply if a not in {o.account for o in outcomes}]
+    message = f"The output was closed, but the apply had committed: {applied}."
+    if left:  # not reached today (nothing is printed between two accounts' commits)
+        message += f" Not applied: {', '.join(left)}. Plan again to see what is left."
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        _silence(sys.stderr)
+    if left:
+        sys.exit(EXIT_ERROR)
 
 
 def _report_apply(outcomes: list[Any], fmt: str) -> None:

@@ -300,3 +300,70 @@ def test_desired_state_from_a_pipe_is_a_clear_refusal(root: Path) -> None:
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "/dev/stdin: not a saved plan (JSON)" in result.stderr
     assert snapshot(state) == before
+
+
+# -- item 10: a reader that goes away after the commit ----------------------------------------
+
+def _read_until(stream: Any, marker: bytes, limit: int = 1 << 20) -> bytes:
+    seen = b""
+    while marker not in seen and len(seen) < limit:
+        chunk = stream.read1(4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def test_reader_gone_after_the_commit_exits_0(root: Path) -> None:
+    """The reader closes stdout at the prompt; after 'yes' the commit runs and the closing
+    line meets a broken pipe: the change is applied, so exit 0, and stderr says so."""
+    state = root / "state"
+    _saved_change(root)
+    changed = root / "changed" / "acme.yaml"
+    proc = popen(state, "apply", str(changed), actor="jdoe", stdin=subprocess.PIPE,
+                 text=False)
+    shown = _read_until(proc.stdout, b"Only 'yes' will be accepted: ")
+    assert b"Only 'yes' will be accepted: " in shown, shown
+    proc.stdout.close()  # the reader goes away (as `| head -1` would)
+    proc.stdin.write(b"yes\n")
+    proc.stdin.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert "the apply had committed: acme (serial 2)" in err
+    assert portal(state)["serial"] == 2
+    assert [e["action"] for e in audit(state)][-1] == "update_user"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="pipefail needs bash")
+@pytest.mark.parametrize("streams", ["stdout", "stdout and stderr"])
+def test_json_apply_into_a_pipe_closed_early_exits_0(root: Path, streams: str) -> None:
+    """`crctl apply --auto-approve --format json | true`: nothing is printed before the
+    commit, the reader is gone when the result is written; crctl's own status is 0."""
+    state = root / "state"
+    _saved_change(root)
+    changed = root / "changed" / "acme.yaml"
+    command = shlex.join(argv("apply", str(changed), "--auto-approve", "--format", "json",
+                              state=state))
+    redirect = " 2>&1" if streams == "stdout and stderr" else ""
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command}{redirect} | true"],
+        env=crctl_env("jdoe"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr
+    assert portal(state)["serial"] == 2
+
+
+def test_reader_gone_before_the_commit_changes_nothing(root: Path) -> None:
+    """Before the commit a broken pipe stays an error (the plan could not be shown): exit 1,
+    a message, and nothing written."""
+    state = root / "state"
+    planfile = _saved_change(root)
+    before = snapshot(state)
+    proc = popen(state, "apply", str(planfile), actor="jdoe", text=False)
+    proc.stdout.close()  # gone before crctl prints the plan
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1, err
+    assert "the output was closed before anything was applied; nothing was changed" in err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert snapshot(state) == before
