@@ -201,13 +201,31 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
                       "before": action.before, "after": action.after,
                       "plan_checksum": plan_checksum})
 
-    users.update(mir.activate_due(users, today))
+    due, activated = activations(plan.account, users, today, actor, stamp)
+    users.update(due)
+    audit.extend(activated)
     _check_result(plan, users)
     changed = bool(plan.actions) or users != current.users
     if changed:
         serial += 1
     return replace(current, lineage=lineage, serial=serial, name=name, next_user_id=next_id,
                    users=users), audit
+
+
+def activations(account: str, users: dict[str, UserRecord], today: str, actor: str,
+                stamp: str) -> tuple[dict[str, UserRecord], list[dict[str, Any]]]:
+    """The pending services due on `today`, activated (the changed user records), and one
+    `activate` audit entry each. An apply (after its plan's actions) and `crctl sync` both
+    take activations from here: the same activation writes the same entries whichever
+    command made it (DESIGN §6). The entries carry no plan checksum: no plan asked for
+    them, the activation date did."""
+    due = mir.activate_due(users, today)
+    entries = [{"time": stamp, "actor": actor, "account": account, "action": "activate",
+                "user": user["username"], "user_id": uid,
+                "before": users[uid]["call_recording"], "after": user["call_recording"],
+                "plan_checksum": None}
+               for uid, user in due.items()]
+    return due, entries
 
 
 def _check_sequence(plan: Plan) -> None:

@@ -16,9 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler import mirror as mir
 from reconciler import safety
-from reconciler.applier import Applier, Outcome, check_actor, check_fresh
+from reconciler.applier import Applier, Outcome, activations, check_actor, check_fresh
 from reconciler.backends.base import Backend, LockInfo, check_account_id, new_change
 from reconciler.errors import (
     CrctlError,
@@ -308,20 +307,17 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
     with locked(backend, [account], actor, "sync", lock_timeout):
         current = read_existing(backend, account)
         mirror = backend.read_mirror(account)
-        applier = Applier(backend, today, actor or "crctl sync", "sync")
+        who = actor or "crctl sync"
+        applier = Applier(backend, today, who, "sync")
         outcome = Outcome(account=account, serial=current.serial)
-        due = mir.activate_due(current.users, today)
+        due, entries = activations(account, current.users, today, who, now_iso())
         state = current
         if due:
             state = replace(current, serial=current.serial + 1,
                             users={**current.users, **due})
-            backend.write_account(state, current.lineage, current.serial, [
-                {"time": now_iso(), "actor": actor or "crctl sync", "account": account,
-                 "action": "activate", "user": u["username"], "user_id": uid,
-                 "before": current.users[uid]["call_recording"],
-                 "after": u["call_recording"], "plan_checksum": None}
-                for uid, u in due.items()], applier.mirror_for(state, mirror, outcome),
-                new_change(actor or "crctl sync", "sync"))
+            backend.write_account(state, current.lineage, current.serial, entries,
+                                  applier.mirror_for(state, mirror, outcome),
+                                  new_change(who, "sync"))
             outcome.counts = {"activate": len(due)}
             outcome.wrote = True
         else:

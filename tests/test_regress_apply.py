@@ -367,3 +367,65 @@ def test_reader_gone_before_the_commit_changes_nothing(root: Path) -> None:
     assert "the output was closed before anything was applied; nothing was changed" in err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert snapshot(state) == before
+
+
+# -- item 11: an activation writes the same audit entries from apply and from sync -------------
+
+DUE = "2026-12-03"  # after bob.smith's activation date (2026-12-01) in examples/acme.yaml
+RUN_METADATA = ("time", "operation", "run_id")  # when and by which command: not the change
+
+
+def _activation_entries(state: Path, since: int) -> list[dict[str, Any]]:
+    return [{k: v for k, v in entry.items() if k not in RUN_METADATA}
+            for entry in audit(state)[since:]]
+
+
+@pytest.mark.parametrize("via", ["desired file", "saved plan"])
+def test_activation_by_apply_and_by_sync_write_the_same_audit_entries(root: Path,
+                                                                      via: str) -> None:
+    by_apply, by_sync = root / "state", root / "synced"
+    shutil.copytree(by_apply, by_sync)
+    desired = root / "accounts" / "acme.yaml"
+    since = len(audit(by_apply))
+    if via == "desired file":
+        applied = run(by_apply, "apply", str(desired), "--auto-approve", actor="jdoe",
+                      today=DUE)
+    else:
+        planfile = root / "due.plan.json"
+        planned = run(by_apply, "plan", str(desired), "--out", str(planfile), today=DUE)
+        assert planned.returncode == 0, planned.stderr
+        applied = run(by_apply, "apply", str(planfile), actor="jdoe", today=DUE)
+    assert applied.returncode == 0, applied.stderr
+    synced = run(by_sync, "sync", "acme", actor="jdoe", today=DUE)
+    assert synced.returncode == 0, synced.stderr
+    assert "1 pending service activated" in synced.stdout
+
+    from_apply = _activation_entries(by_apply, since)
+    from_sync = _activation_entries(by_sync, since)
+    assert from_apply == from_sync
+    assert [(e["action"], e["user"], e["serial"]) for e in from_apply] == [
+        ("activate", "bob.smith", 2)]
+    entry = from_apply[0]
+    assert (entry["before"]["status"], entry["after"]["status"]) == ("pending", "active")
+    assert entry["actor"] == "jdoe" and entry["plan_checksum"] is None
+    assert portal(by_apply)["users"] == portal(by_sync)["users"]
+    assert portal(by_apply)["serial"] == portal(by_sync)["serial"] == 2
+    # once activated, neither command activates it again
+    again = run(by_apply, "sync", "acme", actor="jdoe", today=DUE)
+    assert again.returncode == 0 and len(audit(by_apply)) == since + 1
+
+
+def test_activation_entry_follows_the_actions_of_the_same_apply(root: Path) -> None:
+    """An apply that also changes something writes its actions' entries, then the
+    activation's, all in the one commit (one serial)."""
+    state = root / "state"
+    _saved_change(root)
+    changed = root / "changed" / "acme.yaml"
+    since = len(audit(state))
+    result = run(state, "apply", str(changed), "--auto-approve", actor="jdoe", today=DUE)
+    assert result.returncode == 0, result.stderr
+    entries = audit(state)[since:]
+    assert [(e["action"], e["user"]) for e in entries] == [
+        ("update_user", "bob.smith"), ("activate", "bob.smith")]
+    assert {e["serial"] for e in entries} == {2}
+    assert entries[0]["plan_checksum"] is not None and entries[1]["plan_checksum"] is None
