@@ -17,12 +17,13 @@ import shlex
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apply_helpers import EXAMPLE_ACME, audit, popen, portal, run, snapshot
-from support import argv, crctl_env
+from support import argv, crctl, crctl_env
 
 from reconciler.plan import checksum as plan_checksum
 
@@ -429,3 +430,56 @@ def test_activation_entry_follows_the_actions_of_the_same_apply(root: Path) -> N
         ("update_user", "bob.smith"), ("activate", "bob.smith")]
     assert {e["serial"] for e in entries} == {2}
     assert entries[0]["plan_checksum"] is not None and entries[1]["plan_checksum"] is None
+
+
+# -- the same promises on the PostgreSQL backend (items 3 and 11) ------------------------------
+
+def _pg_audit(url: str) -> list[dict[str, Any]]:
+    result = crctl("audit", "acme", "--format", "json", state=url)
+    assert result.returncode == 0, result.stderr
+    return [{k: v for k, v in e.items() if k not in RUN_METADATA}
+            for e in json.loads(result.stdout)]
+
+
+def test_postgres_saved_termination_is_stale_after_a_recording(
+        pg_server: Any, pg_database: Callable[[], str], tmp_path: Path) -> None:
+    url = pg_database()
+    database = url.split("/")[3].split("?")[0]
+    assert crctl("apply", EXAMPLE_ACME, "--auto-approve", state=url,
+                 actor="jdoe").returncode == 0
+    _, planfile = _termination_plan_at(url, tmp_path)
+    pg_server.psql("INSERT INTO crctl.recordings (account, id, user_id, data) VALUES "
+                   "('acme', 'r1', 'u1', '{\"id\": \"r1\", \"user_id\": \"u1\"}')", database)
+    result = crctl("apply", planfile, state=url, actor="jdoe")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "plan is stale" in result.stderr and "recordings 0 → 1" in result.stderr
+    users = crctl("users", "acme", "--format", "json", state=url)
+    assert users.returncode == 0 and len(json.loads(users.stdout)) == 3  # not terminated
+
+
+def _termination_plan_at(url: str, tmp_path: Path) -> tuple[Path, Path]:
+    terminate = tmp_path / "terminate" / "acme.yaml"
+    terminate.parent.mkdir()
+    terminate.write_text(EXAMPLE_ACME.read_text(encoding="utf-8") + "terminate: true\n",
+                         encoding="utf-8")
+    planfile = tmp_path / "terminate.plan.json"
+    result = crctl("plan", terminate, "--out", planfile, state=url)
+    assert result.returncode == 0, result.stderr
+    return terminate, planfile
+
+
+def test_postgres_activation_by_apply_and_by_sync_write_the_same_audit_entries(
+        pg_server: Any, pg_database: Callable[[], str]) -> None:
+    by_apply, by_sync = pg_database(), pg_database()
+    for url in (by_apply, by_sync):
+        assert crctl("apply", EXAMPLE_ACME, "--auto-approve", state=url,
+                     actor="jdoe").returncode == 0
+    since = len(_pg_audit(by_apply))
+    applied = crctl("apply", EXAMPLE_ACME, "--auto-approve", state=by_apply, actor="jdoe",
+                    today=DUE)
+    assert applied.returncode == 0, applied.stderr
+    synced = crctl("sync", "acme", state=by_sync, actor="jdoe", today=DUE)
+    assert synced.returncode == 0, synced.stderr
+    from_apply, from_sync = _pg_audit(by_apply)[since:], _pg_audit(by_sync)[since:]
+    assert from_apply == from_sync
+    assert [(e["action"], e["user"]) for e in from_apply] == [("activate", "bob.smith")]
