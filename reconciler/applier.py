@@ -102,7 +102,8 @@ def check_actor(plan: Plan, current: CurrentAccount, actor: str | None,
 def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
             new_lineage: Callable[[], str] = lambda: str(uuid.uuid4())
             ) -> tuple[CurrentAccount, list[dict[str, Any]]]:
-    """The account after `plan`, and one audit entry per action.
+    """The account after `plan`, one audit entry per action, then one per pending service
+    it finds due on `today` (activations).
 
     Raises StalePlanError for any action that does not fit `current` (a plan for other
     users, duplicated or out-of-order actions): nothing is written then.
