@@ -99,11 +99,14 @@ def check_actor(plan: Plan, current: CurrentAccount, actor: str | None,
 
 # -- the pure part ----------------------------------------------------------------------
 
-def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
+def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now: str,
             new_lineage: Callable[[], str] = lambda: str(uuid.uuid4())
             ) -> tuple[CurrentAccount, list[dict[str, Any]]]:
     """The account after `plan`, one audit entry per action, then one per pending service
     it finds due on `today` (activations).
+
+    Pure: the clock (`today`, the audit time `now`) and new lineages come in as arguments,
+    so a property test can run it on any state without touching the machine.
 
     Raises StalePlanError for any action that does not fit `current` (a plan for other
     users, duplicated or out-of-order actions): nothing is written then.
@@ -119,7 +122,7 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str,
     new_ids: dict[str, str] = {}
     by_name = {u["username"]: uid for uid, u in users.items()}
     audit: list[dict[str, Any]] = []
-    stamp = now_iso()
+    stamp = now
     plan_checksum = plan.checksum or plan.to_document()["checksum"]
     # a rename is an update_user, applied after a remove of the same user that already
     # names the user by the new name (the plan shows each user under one name)
@@ -467,8 +470,8 @@ class Applier:
         if plan.terminates:
             _check_sequence(plan)  # terminate_account must be alone (execute checks others)
             return self._terminate(plan, current, mirror, outcome)
-        new_state, audit = execute(plan, current, self.today, self.actor,
-                                   lambda: lineage_for(plan))
+        new_state, audit = execute(plan, current, self.today, self.actor, now=now_iso(),
+                                   new_lineage=lambda: lineage_for(plan))
         outcome.serial = new_state.serial
         if new_state.serial != current.serial:
             # one compare-and-swap: the account, its audit entries and the new MIR mirror
