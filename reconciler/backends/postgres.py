@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - exercised by a test without the extra
 LOCK_LEASE = 60.0
 SCHEMA_LOCK_KEY = 0x63726374  # 'crct': the transaction-level lock of schema migrations
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # a key that JSON must escape
 
 
 def display_url(url: str) -> str:
@@ -258,10 +259,9 @@ class PostgresBackend(Backend):
                     self._seen[account] = (None, 0, {})
                     return CurrentAccount(account=account)
                 if serial is None or serial == head[1]:
-                    users = conn.execute(
-                        f"SELECT coalesce(jsonb_object_agg(user_id, record), '{{}}')::text "
-                        f"FROM {self.s}.user_versions WHERE account = %s AND serial_to IS "
-                        "NULL", (account,)).fetchone()[0]
+                    users = _object(conn, f"SELECT user_id, record::text FROM {self.s}."
+                                    "user_versions WHERE account = %s AND serial_to IS NULL",
+                                    (account,))
                     lineage, number, name, next_id = head
                 else:
                     version = conn.execute(
@@ -270,17 +270,16 @@ class PostgresBackend(Backend):
                     if version is None:
                         raise StateError(f"account {account}: no version with serial "
                                          f"{serial} (see `crctl history {account}`)")
-                    users = conn.execute(
-                        f"SELECT coalesce(jsonb_object_agg(user_id, record), '{{}}')::text "
-                        f"FROM {self.s}.user_versions WHERE account = %s AND serial_from <= "
-                        "%s AND (serial_to IS NULL OR serial_to > %s)",
-                        (account, serial, serial)).fetchone()[0]
+                    users = _object(
+                        conn, f"SELECT user_id, record::text FROM {self.s}.user_versions "
+                        "WHERE account = %s AND serial_from <= %s AND (serial_to IS NULL OR "
+                        "serial_to > %s)", (account, serial, serial))
                     lineage, number, name, next_id = version
             finally:
                 conn.rollback()
         state = decode_account(where, account, {
             "account": account, "lineage": lineage, "serial": number, "name": name,
-            "next_user_id": next_id, "users": json.loads(users)})
+            "next_user_id": next_id, "users": users})
         if serial is None or serial == head[1]:
             self._seen[account] = (state.lineage, state.serial, state.users)
         return state
@@ -294,17 +293,14 @@ class PostgresBackend(Backend):
             try:
                 head = conn.execute(f"SELECT mirror_serial FROM {self.s}.accounts WHERE "
                                     "account = %s", (account,)).fetchone()
-                users = conn.execute(
-                    f"SELECT coalesce(jsonb_object_agg(user_id, entry), '{{}}')::text FROM "
-                    f"{self.s}.mir_users WHERE account = %s", (account,)).fetchone()[0]
-                recordings = conn.execute(
-                    f"SELECT coalesce(jsonb_agg(data ORDER BY id), '[]')::text FROM "
-                    f"{self.s}.recordings WHERE account = %s", (account,)).fetchone()[0]
+                users = _object(conn, f"SELECT user_id, entry::text FROM {self.s}.mir_users "
+                                "WHERE account = %s", (account,))
+                recordings = _array(conn, f"SELECT data::text FROM {self.s}.recordings WHERE "
+                                    "account = %s ORDER BY id", (account,))
             finally:
                 conn.rollback()
         mirror = decode_mirror(f"{self.location} MIR mirror of {account}", account, {
-            "account": account, "users": json.loads(users),
-            "recordings": json.loads(recordings)})
+            "account": account, "users": users, "recordings": recordings})
         if head is not None:
             self._seen_mirror[account] = (head[0], mirror.users,
                                           {str(r.get("id")) for r in mirror.recordings
@@ -519,23 +515,19 @@ class PostgresBackend(Backend):
         seen = self._seen.get(account)
         if seen is not None and (seen[0], seen[1]) == have:
             return seen[2]
-        text = conn.execute(
-            f"SELECT coalesce(jsonb_object_agg(user_id, record), '{{}}')::text FROM "
-            f"{self.s}.user_versions WHERE account = %s AND serial_to IS NULL",
-            (account,)).fetchone()[0]
-        return json.loads(text)
+        return _object(conn, f"SELECT user_id, record::text FROM {self.s}.user_versions "
+                       "WHERE account = %s AND serial_to IS NULL", (account,))
 
     def _mirror_at(self, conn: Any, account: str, mirror_serial: int
                    ) -> tuple[dict[str, Any], set[str]]:
         seen = self._seen_mirror.get(account)
         if seen is not None and seen[0] == mirror_serial:
             return seen[1], seen[2]
-        users = conn.execute(
-            f"SELECT coalesce(jsonb_object_agg(user_id, entry), '{{}}')::text FROM "
-            f"{self.s}.mir_users WHERE account = %s", (account,)).fetchone()[0]
+        users = _object(conn, f"SELECT user_id, entry::text FROM {self.s}.mir_users WHERE "
+                        "account = %s", (account,))
         ids = conn.execute(f"SELECT id FROM {self.s}.recordings WHERE account = %s",
                            (account,)).fetchall()
-        return json.loads(users), {r[0] for r in ids}
+        return users, {r[0] for r in ids}
 
     def _write_mirror_rows(self, conn: Any, mirror: Mirror,
                            stored: tuple[dict[str, Any], set[str]]) -> None:
@@ -750,6 +742,28 @@ class PostgresBackend(Backend):
             finally:
                 conn.close()
         return holder
+
+
+def _object(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Rows of (key, JSON text) as one dict, decoded by a single json.loads: at 100,000
+    users this is several times faster than the server building a jsonb_object_agg
+    (which sorts and re-encodes every key). Keys keep jsonb's order (length, then
+    bytes), so a state reads the same whichever way it was stored."""
+    rows = conn.execute(query, args).fetchall()
+    rows.sort(key=_jsonb_order)
+    if _NEEDS_ESCAPE.search("".join([r[0] for r in rows])):
+        return json.loads("{" + ",".join([_encode(k) + ":" + v for k, v in rows]) + "}")
+    return json.loads("{" + ",".join(['"' + k + '":' + v for k, v in rows]) + "}")
+
+
+def _jsonb_order(row: tuple[str, str]) -> tuple[int, str]:
+    return len(row[0]), row[0]
+
+
+def _array(conn: Any, query: str, args: tuple[Any, ...]) -> list[Any]:
+    """Rows of one JSON text column as one list (one json.loads)."""
+    rows = conn.execute(query, args).fetchall()
+    return json.loads("[" + ",".join([r[0] for r in rows]) + "]")
 
 
 def _key(lock_id: str) -> int:
