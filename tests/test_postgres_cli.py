@@ -6,11 +6,13 @@ both directions, and locking 10,000 accounts in one run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apply_helpers import EXAMPLE_ACME, account_yaml, acme_users, crctl_env
@@ -297,3 +299,35 @@ def test_libpq_environment_alone(pg_server, pg_database: Callable[[], str]) -> N
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert crctl(url, "users", "acme").returncode == 0
+
+
+def _runners() -> Any:
+    spec = importlib.util.spec_from_file_location("crctl_runners",
+                                                  REPO / "benchmarks" / "runners.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_concurrent_runners_on_disjoint_halves_apply_every_account_once(
+        pg_database: Callable[[], str], tmp_path: Path) -> None:
+    """DESIGN §7's 8-runner run, small: 40 accounts in two disjoint halves, 2 runners on
+    each half at once (benchmarks/runners.py runs 1,000 accounts and 8 runners). Every
+    runner exits 0; per half one applies and the other says No changes; every account
+    has serial 1, one version and the audit entries of exactly one apply."""
+    runners = _runners()
+    url = pg_database()
+    env = runners.crctl_env()
+    a, b, names = runners.write_halves(tmp_path, 40, 5)
+    expected = runners.audit_of_one_apply(5, tmp_path, env)
+    assert crctl(url, "init").returncode == 0
+    _, results = runners.run_all(url, (a, b), 4, env)
+    for r in results:
+        assert "Traceback" not in r["stderr"], r["stderr"]
+
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        problems = runners.check(url, names, results,
+                                 lambda sql: conn.execute(sql).fetchall(), expected)
+    assert problems == []

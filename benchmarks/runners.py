@@ -1,0 +1,178 @@
+"""Concurrent runners against one PostgreSQL state (DESIGN §7): "8 runners applying
+disjoint halves of 1,000 accounts concurrently finish with every account applied once".
+
+It writes --accounts small accounts (--users each, benchmarks/generate.py) as desired
+files, half in directory A and half in B, and starts --runners concurrent
+`crctl apply DIR --auto-approve` processes against one PostgreSQL state: half of them on
+A, half on B. Why that assignment: the halves are disjoint, so the A runners and the B
+runners must make progress side by side (no lock of one half may block the other), and
+each half is raced by several runners at once, which is what "applied once" is about —
+exactly one of them applies an account, the others, queued behind its locks (taken in
+sorted order, so nobody deadlocks), re-plan under the lock and find `No changes`.
+
+Then it checks, in the database: every account has serial 1, exactly one row in
+`versions`, and exactly the audit entries of one apply (all with serial 1); every runner
+exited 0, and each half's changes were applied by exactly one runner (the others said
+`No changes.`). It prints the total wall time and the time of each runner.
+
+    python benchmarks/runners.py                           # 1,000 accounts, 8 runners
+    python benchmarks/runners.py --accounts 40 --runners 4 --url postgresql://...
+
+Without --url it starts its own throwaway server (tests/pgserver.py). tests/
+test_postgres_cli.py runs the same check at 40 accounts and 4 runners (`check`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from generate import make_users, to_yaml  # noqa: E402
+
+ACTOR = "user000000"  # the Decision Maker of every generated account
+
+
+def write_halves(root: Path, accounts: int, users: int) -> tuple[Path, Path, list[str]]:
+    """Directories A and B, each with half of the accounts (one file per account)."""
+    names = [f"acct{i:05d}" for i in range(accounts)]
+    people = make_users(users)
+    halves = (root / "A", root / "B")
+    for half in halves:
+        half.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        half = halves[0] if i < accounts // 2 else halves[1]
+        (half / f"{name}.yaml").write_text(to_yaml(name, people), encoding="utf-8")
+    return halves[0], halves[1], names
+
+
+def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, str]
+            ) -> tuple[float, list[dict[str, Any]]]:
+    """Start every runner at once; wait for all. Returns (wall seconds, per runner)."""
+    start = time.perf_counter()
+    procs = []
+    for i in range(runners):
+        half = halves[i % 2]
+        procs.append((half, time.perf_counter(), subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", str(half), "--auto-approve",
+             "--lock-timeout", "20m", "--state", url], env=env, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+    results = []
+    for half, began, proc in procs:
+        out, err = proc.communicate(timeout=3600)
+        results.append({"half": half.name, "exit": proc.returncode, "stdout": out,
+                        "stderr": err, "seconds": time.perf_counter() - began})
+    return time.perf_counter() - start, results
+
+
+def check(url: str, names: list[str], results: list[dict[str, Any]],
+          query: Callable[[str], list[tuple[Any, ...]]], expected_audit: int) -> list[str]:
+    """What went wrong (empty: every account applied exactly once, every runner fine)."""
+    problems = []
+    for r in results:
+        if r["exit"] != 0:
+            problems.append(f"runner on {r['half']} exited {r['exit']}: {r['stderr'][-500:]}")
+    for half in ("A", "B"):
+        mine = [r for r in results if r["half"] == half]
+        applied = [r for r in mine if "Apply complete" in r["stdout"]]
+        idle = [r for r in mine if "No changes." in r["stdout"]
+                and "Apply complete" not in r["stdout"]]
+        if len(applied) != 1 or len(idle) != len(mine) - 1:
+            problems.append(f"half {half}: {len(applied)} runners applied, {len(idle)} said "
+                            f"No changes (of {len(mine)})")
+    heads = {a: s for a, s in query("SELECT account, serial FROM crctl.accounts")}
+    versions = {a: (n, lo, hi) for a, n, lo, hi in query(
+        "SELECT account, count(*), min(serial), max(serial) FROM crctl.versions "
+        "GROUP BY account")}
+    audit = {a: (n, s) for a, n, s in query(
+        "SELECT account, count(*), array_agg(DISTINCT serial) FROM crctl.audit "
+        "GROUP BY account")}
+    for name in names:
+        if heads.get(name) != 1:
+            problems.append(f"{name}: serial {heads.get(name)} (expected 1)")
+        if versions.get(name) != (1, 1, 1):
+            problems.append(f"{name}: versions (count, min, max) {versions.get(name)}")
+        count, serials = audit.get(name, (0, []))
+        if count != expected_audit or list(serials) != [1]:
+            problems.append(f"{name}: {count} audit entries with serials {serials} "
+                            f"(expected {expected_audit}, all serial 1)")
+    extra = set(heads) - set(names)
+    if extra:
+        problems.append(f"unexpected accounts: {sorted(extra)[:5]}")
+    return problems
+
+
+def audit_of_one_apply(users: int, work: Path, env: dict[str, str]) -> int:
+    """How many audit entries one apply of one such account writes (local scratch)."""
+    one = work / "one" / "acctref.yaml"
+    one.parent.mkdir(parents=True, exist_ok=True)
+    one.write_text(to_yaml("acctref", make_users(users)), encoding="utf-8")
+    state = work / "one-state"
+    subprocess.run([sys.executable, "-m", "reconciler", "apply", str(one), "--auto-approve",
+                    "--state-dir", str(state)], env=env, check=True, capture_output=True)
+    return sum(1 for _ in (state / "audit" / "acctref.jsonl").open(encoding="utf-8"))
+
+
+def crctl_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRCTL_")}
+    env.update({"CRCTL_TODAY": "2026-11-25", "CRCTL_ACTOR": ACTOR, "NO_COLOR": "1"})
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=5)
+    parser.add_argument("--runners", type=int, default=8)
+    parser.add_argument("--url", help="an empty PostgreSQL database (default: start one)")
+    args = parser.parse_args()
+    import psycopg
+
+    server = None
+    url = args.url
+    if url is None:
+        import pgserver
+
+        server = pgserver.start()
+        url = server.url
+    try:
+        with tempfile.TemporaryDirectory(prefix="crctl-runners-") as tmp:
+            env = crctl_env()
+            a, b, names = write_halves(Path(tmp), args.accounts, args.users)
+            expected = audit_of_one_apply(args.users, Path(tmp), env)
+            subprocess.run([sys.executable, "-m", "reconciler", "init", "--state", url],
+                           env=env, check=True, capture_output=True)
+            wall, results = run_all(url, (a, b), args.runners, env)
+            with psycopg.connect(url) as conn:
+                problems = check(url, names, results,
+                                 lambda q: conn.execute(q).fetchall(), expected)
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"{args.runners} runners, {args.accounts} accounts x {args.users} users "
+          f"(halves A and B, {args.runners // 2} runners each): {wall:.1f} s wall")
+    for r in results:
+        said = "applied" if "Apply complete" in r["stdout"] else "No changes"
+        print(f"  runner on {r['half']}: exit {r['exit']}, {r['seconds']:.1f} s, {said}")
+    if problems:
+        print(f"FAILED ({len(problems)} problems):")
+        for p in problems[:20]:
+            print(f"  {p}")
+        raise SystemExit(1)
+    print(f"every account applied exactly once: serial 1, one version, {expected} audit "
+          "entries each")
+
+
+if __name__ == "__main__":
+    main()
