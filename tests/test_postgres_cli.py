@@ -331,3 +331,71 @@ def test_concurrent_runners_on_disjoint_halves_apply_every_account_once(
         problems = runners.check(url, names, results,
                                  lambda sql: conn.execute(sql).fetchall(), expected)
     assert problems == []
+
+
+LOST_ACK = r"""
+import sys
+import psycopg
+from reconciler.backends import postgres
+
+# The commit of the first account write reaches the server, but the client sees the
+# connection die (as when the network drops right after COMMIT): the transaction's exit
+# commits for real, then the connection is closed and OperationalError raised.
+armed: list = []
+real_write, real_exit = postgres.PostgresBackend._write, psycopg.Transaction.__exit__
+
+def _write(self, conn, *args, **kwargs):
+    real_write(self, conn, *args, **kwargs)
+    if not armed:
+        armed.append(conn)
+
+def __exit__(self, kind, value, tb):
+    result = real_exit(self, kind, value, tb)
+    if kind is None and armed and armed[0] is self.connection:
+        armed.append(None)  # once
+        self.connection.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+    return result
+
+postgres.PostgresBackend._write, psycopg.Transaction.__exit__ = _write, __exit__
+sys.argv = ["crctl", *sys.argv[1:]]
+from reconciler.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["update", "creation"])
+def test_a_lost_commit_acknowledgement_is_resolved_by_the_run_id(
+        pg_database: Callable[[], str], tmp_path: Path, first: bool) -> None:
+    """DESIGN §3.4: "A commit whose acknowledgement was lost (connection cut) is resolved
+    by the run's id, never applied twice". The COMMIT succeeds, the client sees a
+    connection failure: crctl finds its run id in `versions` and reports the apply as
+    committed (exit 0); the state has exactly one new version and one set of audit
+    entries, and planning again shows no changes."""
+    url = pg_database()
+    users = acme_users()
+    users["asmith"]["call_recording"] = {"product": "always-on"}
+    changed = tmp_path / "v2" / "acme.yaml"
+    changed.parent.mkdir()
+    changed.write_text(account_yaml("acme", users))
+    target = EXAMPLE_ACME if first else changed
+    if not first:
+        assert crctl(url, "apply", str(EXAMPLE_ACME), "--auto-approve").returncode == 0
+    before = json.loads(crctl(url, "audit", "acme", "--format", "json").stdout or "[]")
+    planned = json.loads(crctl(url, "plan", str(target), "--format", "json").stdout)
+    plan = planned[0] if isinstance(planned, list) else planned
+    result = subprocess.run([sys.executable, "-c", LOST_ACK, "apply", str(target),
+                             "--auto-approve", "--state", url], cwd=REPO,
+                            env=crctl_env("jdoe"), capture_output=True, text=True,
+                            timeout=120, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "Apply complete" in result.stdout
+    history = json.loads(crctl(url, "history", "acme", "--format", "json").stdout)
+    assert [v["serial"] for v in history] == ([1] if first else [1, 2])
+    after = json.loads(crctl(url, "audit", "acme", "--format", "json").stdout)
+    new = after[len(before):]
+    assert after[:len(before)] == before
+    assert len(new) == len(plan["actions"]) and {e["serial"] for e in new} == \
+        {history[-1]["serial"]}
+    assert crctl(url, "plan", str(target), "--detailed-exitcode").returncode == 0
