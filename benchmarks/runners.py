@@ -56,22 +56,37 @@ def write_halves(root: Path, accounts: int, users: int) -> tuple[Path, Path, lis
     return halves[0], halves[1], names
 
 
-def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, str]
-            ) -> tuple[float, list[dict[str, Any]]]:
-    """Start every runner at once; wait for all. Returns (wall seconds, per runner)."""
+def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, str],
+            logs: Path) -> tuple[float, list[dict[str, Any]]]:
+    """Start every runner at once; wait for all. Returns (wall seconds, per runner).
+    Output goes to files in `logs`: a runner whose plan fills a pipe nobody is reading
+    yet would block while holding its locks, and stall the runners queued behind it."""
+    logs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     procs = []
     for i in range(runners):
         half = halves[i % 2]
-        procs.append((half, time.perf_counter(), subprocess.Popen(
+        out, err = (open(logs / f"runner{i}.{n}", "w+", encoding="utf-8")  # noqa: SIM115
+                    for n in ("out", "err"))
+        procs.append((half, out, err, subprocess.Popen(
             [sys.executable, "-m", "reconciler", "apply", str(half), "--auto-approve",
              "--lock-timeout", "20m", "--state", url], env=env, text=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err)))
+    ended: dict[int, float] = {}
+    while len(ended) < len(procs):  # each runner's own end time, whatever the order
+        for i, (_, _, _, proc) in enumerate(procs):
+            if i not in ended and proc.poll() is not None:
+                ended[i] = time.perf_counter() - start
+        if time.perf_counter() - start > 3600:
+            raise SystemExit("the runners did not finish within an hour")
+        time.sleep(0.02)
     results = []
-    for half, began, proc in procs:
-        out, err = proc.communicate(timeout=3600)
-        results.append({"half": half.name, "exit": proc.returncode, "stdout": out,
-                        "stderr": err, "seconds": time.perf_counter() - began})
+    for i, (half, out, err, proc) in enumerate(procs):
+        results.append({"half": half.name, "exit": proc.returncode, "seconds": ended[i]})
+        for name, stream in (("stdout", out), ("stderr", err)):
+            stream.seek(0)
+            results[-1][name] = stream.read()
+            stream.close()
     return time.perf_counter() - start, results
 
 
@@ -153,7 +168,7 @@ def main() -> None:
             expected = audit_of_one_apply(args.users, Path(tmp), env)
             subprocess.run([sys.executable, "-m", "reconciler", "init", "--state", url],
                            env=env, check=True, capture_output=True)
-            wall, results = run_all(url, (a, b), args.runners, env)
+            wall, results = run_all(url, (a, b), args.runners, env, Path(tmp) / "logs")
             with psycopg.connect(url) as conn:
                 problems = check(url, names, results,
                                  lambda q: conn.execute(q).fetchall(), expected)

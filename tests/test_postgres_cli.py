@@ -321,7 +321,7 @@ def test_concurrent_runners_on_disjoint_halves_apply_every_account_once(
     a, b, names = runners.write_halves(tmp_path, 40, 5)
     expected = runners.audit_of_one_apply(5, tmp_path, env)
     assert crctl(url, "init").returncode == 0
-    _, results = runners.run_all(url, (a, b), 4, env)
+    _, results = runners.run_all(url, (a, b), 4, env, tmp_path / "logs")
     for r in results:
         assert "Traceback" not in r["stderr"], r["stderr"]
 
