@@ -399,3 +399,40 @@ def test_a_lost_commit_acknowledgement_is_resolved_by_the_run_id(
     assert len(new) == len(plan["actions"]) and {e["serial"] for e in new} == \
         {history[-1]["serial"]}
     assert crctl(url, "plan", str(target), "--detailed-exitcode").returncode == 0
+
+
+def test_the_readme_documents_every_table_and_column(pg_server,
+                                                     pg_database: Callable[[], str]) -> None:
+    """The README's PostgreSQL table (what a DBA reads) names exactly the tables and
+    views `crctl init` creates, and every column it names exists; every table column is
+    named (views list their main columns)."""
+    import re
+
+    url = pg_database()
+    database = url.split("/")[3].split("?")[0]
+    assert crctl(url, "init").returncode == 0
+    columns: dict[str, set[str]] = {}
+    for line in pg_server.psql("SELECT table_name, column_name FROM information_schema."
+                               "columns WHERE table_schema = 'crctl'", database).split():
+        table, column = line.split("|")
+        columns.setdefault(table, set()).add(column)
+    views = set(pg_server.psql("SELECT table_name FROM information_schema.views WHERE "
+                               "table_schema = 'crctl'", database).split())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("| table or view | one row per |", 1)[1].split("\n\n", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for row in section.strip().splitlines()[1:]:
+        names, what = row.strip("|").split("|", 1)
+        mentioned = set(re.findall(r"`([a-z_]+)`", what))
+        for name in re.findall(r"`([a-z_]+)`", names):
+            documented[name] = mentioned
+    assert set(documented) == set(columns), set(documented) ^ set(columns)
+    for table, cols in columns.items():
+        named = documented[table] & cols
+        missing = documented[table] - cols - set(columns)
+        if table in ("mir_users", "recordings"):  # one row describes both
+            named = (documented["mir_users"] | documented["recordings"]) & cols
+            missing = set()
+        assert not missing, (table, missing)
+        if table not in views:
+            assert named == cols, (table, cols - named)
