@@ -2,7 +2,8 @@
 
 It starts its own throwaway PostgreSQL server (tests/pgserver.py: initdb + pg_ctl, a unix
 socket, fsync off, no TCP port) and, for each size (default 10,000 and 100,000 users),
-measures as separate processes (start-up included, median of --repeat runs), with the
+measures as separate processes (start-up included, median of --repeat runs, local and
+PostgreSQL runs alternating so that a shared machine's load weighs on both), with the
 same seeded files as benchmarks/run.py:
 
   plan      crctl plan of the 1%-changed file: local directory vs PostgreSQL (≤ 1.3×)
@@ -27,9 +28,11 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import pgserver  # noqa: E402  (tests/pgserver.py: the one way a throwaway server starts)
 from generate import change, make_users, to_yaml  # noqa: E402
-from run import TODAY, measure, run  # noqa: E402
+from run import TODAY, run  # noqa: E402
 
 TABLES = ("accounts", "versions", "user_versions", "mir_users", "recordings", "audit")
 
@@ -80,6 +83,27 @@ def rows_written(server: pgserver.Server, database: str, apply: list[str],
     return tables
 
 
+Step = tuple[str, Callable[[], list[str]], Callable[[], None] | None]
+
+
+def pair(a: Step, b: Step, repeat: int, env: dict[str, str]) -> tuple[dict, dict]:
+    """Both commands, alternately (a, b, a, b...), so that on a shared machine the load
+    of the moment weighs on both sides of a ratio alike; median of each."""
+    out = []
+    for name, _, _ in (a, b):
+        out.append({"op": name, "runs_s": [], "peak_mib": 0.0})
+    for _ in range(repeat):
+        for (_, make_cmd, prepare), result in zip((a, b), out, strict=True):
+            if prepare:
+                prepare()
+            seconds, peak, _ = run(make_cmd(), env)
+            result["runs_s"].append(seconds)
+            result["peak_mib"] = max(result["peak_mib"], peak)
+    for result in out:
+        result["median_s"] = statistics.median(result["runs_s"])
+    return out[0], out[1]
+
+
 def bench_size(server: pgserver.Server, n: int, repeat: int, work: Path) -> dict[str, Any]:
     users = make_users(n)
     changed_users = change(users, 1.0)
@@ -105,16 +129,18 @@ def bench_size(server: pgserver.Server, n: int, repeat: int, work: Path) -> dict
         server.psql(f"DROP DATABASE IF EXISTS {copy}", database="postgres")
         server.psql(f"CREATE DATABASE {copy} TEMPLATE {template}", database="postgres")
 
-    results = [
-        measure("plan local", lambda: [*crctl, "--state-dir", str(applied), "plan",
-                                       str(changed)], repeat, env),
-        measure("plan pg", lambda: [*crctl, "--state", url, "plan", str(changed)], repeat, env),
-        measure("apply-1% local", lambda: [*crctl, "--state-dir", str(scratch), "apply",
-                                           str(changed), "--auto-approve"], repeat, env,
-                prepare=copy_local),
-        measure("apply-1% pg", lambda: [*crctl, "--state", scratch_url, "apply", str(changed),
-                                        "--auto-approve"], repeat, env, prepare=copy_pg),
-    ]
+    plan_local, plan_pg = pair(
+        ("plan local", lambda: [*crctl, "--state-dir", str(applied), "plan", str(changed)],
+         None),
+        ("plan pg", lambda: [*crctl, "--state", url, "plan", str(changed)], None),
+        repeat, env)
+    apply_local, apply_pg = pair(
+        ("apply-1% local", lambda: [*crctl, "--state-dir", str(scratch), "apply",
+                                    str(changed), "--auto-approve"], copy_local),
+        ("apply-1% pg", lambda: [*crctl, "--state", scratch_url, "apply", str(changed),
+                                 "--auto-approve"], copy_pg),
+        repeat, env)
+    results = [plan_local, plan_pg, apply_local, apply_pg]
     copy_pg()
     written = rows_written(server, copy, [*crctl, "--state", scratch_url, "apply",
                                           str(changed), "--auto-approve"], env)
@@ -126,7 +152,14 @@ def bench_size(server: pgserver.Server, n: int, repeat: int, work: Path) -> dict
             "plan_ratio": by_op["plan pg"]["median_s"] / by_op["plan local"]["median_s"],
             "apply_ratio": (by_op["apply-1% pg"]["median_s"]
                             / by_op["apply-1% local"]["median_s"]),
+            "plan_ratio_paired": _paired(by_op["plan pg"], by_op["plan local"]),
+            "apply_ratio_paired": _paired(by_op["apply-1% pg"], by_op["apply-1% local"]),
             "rows_written": written}
+
+
+def _paired(pg: dict[str, Any], local: dict[str, Any]) -> float:
+    """The median of each run's ratio to the local run right before it."""
+    return statistics.median(p / q for p, q in zip(pg["runs_s"], local["runs_s"], strict=True))
 
 
 def report(sizes: list[dict[str, Any]]) -> str:
@@ -136,8 +169,10 @@ def report(sizes: list[dict[str, Any]]) -> str:
             runs = " ".join(f"{t:.2f}" for t in r["runs_s"])
             lines.append(f"{r['op']:<16}{size['users']:>9,}{r['median_s']:>10.2f}"
                          f"{runs:>28}{r['peak_mib']:>6.0f}")
-        lines.append(f"  pg/local: plan {size['plan_ratio']:.2f}x (target <= 1.3), "
-                     f"apply-1% {size['apply_ratio']:.2f}x (target <= 1.5)")
+        lines.append(f"  pg/local (ratio of medians; median of paired ratios): plan "
+                     f"{size['plan_ratio']:.2f}x; {size['plan_ratio_paired']:.2f}x (target <= "
+                     f"1.3), apply-1% {size['apply_ratio']:.2f}x; "
+                     f"{size['apply_ratio_paired']:.2f}x (target <= 1.5)")
         lines.append(f"  rows written by one 1% apply ({size['changed_users']} users "
                      "changed): table inserted/updated/deleted (rows before -> after)")
         for table, w in size["rows_written"].items():
