@@ -15,7 +15,14 @@ Then it checks, in the database: every account has serial 1, exactly one row in
 exited 0, and each half's changes were applied by exactly one runner (the others said
 `No changes.`). It prints the total wall time and the time of each runner.
 
+`--overlap` makes every third runner apply both halves (its account set overlaps all
+the others'); `--kills K` SIGKILLs K runners at random moments (seeded) and then runs
+one final apply of both halves: every account must still be applied exactly once (a
+killed runner's transaction rolls back, its locks die with its session, and whoever
+re-plans afterwards sees what was committed).
+
     python benchmarks/runners.py                           # 1,000 accounts, 8 runners
+    python benchmarks/runners.py --overlap --kills 3       # overlapping sets, 3 SIGKILLs
     python benchmarks/runners.py --accounts 40 --runners 4 --url postgresql://...
 
 Without --url it starts its own throwaway server (tests/pgserver.py). tests/
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,34 +56,47 @@ def write_halves(root: Path, accounts: int, users: int) -> tuple[Path, Path, lis
     """Directories A and B, each with half of the accounts (one file per account)."""
     names = [f"acct{i:05d}" for i in range(accounts)]
     people = make_users(users)
-    halves = (root / "A", root / "B")
+    halves = (root / "desired" / "A", root / "desired" / "B")
+    every = root / "desired" / "all"  # both halves' files (for overlapping runners)
+    every.mkdir(parents=True, exist_ok=True)
     for half in halves:
         half.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
         half = halves[0] if i < accounts // 2 else halves[1]
-        (half / f"{name}.yaml").write_text(to_yaml(name, people), encoding="utf-8")
+        for where in (half, every):
+            (where / f"{name}.yaml").write_text(to_yaml(name, people), encoding="utf-8")
     return halves[0], halves[1], names
 
 
 def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, str],
-            logs: Path) -> tuple[float, list[dict[str, Any]]]:
+            logs: Path, overlap: bool = False, kills: dict[int, float] | None = None
+            ) -> tuple[float, list[dict[str, Any]]]:
     """Start every runner at once; wait for all. Returns (wall seconds, per runner).
+
+    Runner i applies half A or B (alternately); with `overlap`, every third runner applies
+    both (`crctl apply desired/all`: its account set overlaps everyone's).
+    `kills` maps a runner to the second at which it gets SIGKILL (if still running).
     Output goes to files in `logs`: a runner whose plan fills a pipe nobody is reading
     yet would block while holding its locks, and stall the runners queued behind it."""
     logs.mkdir(parents=True, exist_ok=True)
+    kills = kills or {}
     start = time.perf_counter()
     procs = []
     for i in range(runners):
-        half = halves[i % 2]
+        both = overlap and i % 3 == 2  # `apply` takes one path: desired/all
         out, err = (open(logs / f"runner{i}.{n}", "w+", encoding="utf-8")  # noqa: SIM115
                     for n in ("out", "err"))
-        procs.append((half, out, err, subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "apply", str(half), "--auto-approve",
+        path = halves[0].parent / "all" if both else halves[i % 2]
+        procs.append(("A+B" if both else path.name, out, err, subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", str(path), "--auto-approve",
              "--lock-timeout", "20m", "--state", url], env=env, text=True,
             stdin=subprocess.DEVNULL, stdout=out, stderr=err)))
     ended: dict[int, float] = {}
     while len(ended) < len(procs):  # each runner's own end time, whatever the order
+        now = time.perf_counter() - start
         for i, (_, _, _, proc) in enumerate(procs):
+            if i in kills and i not in ended and now >= kills[i] and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
             if i not in ended and proc.poll() is not None:
                 ended[i] = time.perf_counter() - start
         if time.perf_counter() - start > 3600:
@@ -82,7 +104,8 @@ def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, st
         time.sleep(0.02)
     results = []
     for i, (half, out, err, proc) in enumerate(procs):
-        results.append({"half": half.name, "exit": proc.returncode, "seconds": ended[i]})
+        results.append({"half": half, "exit": proc.returncode, "seconds": ended[i],
+                        "killed": i in kills and proc.returncode == -signal.SIGKILL})
         for name, stream in (("stdout", out), ("stderr", err)):
             stream.seek(0)
             results[-1][name] = stream.read()
@@ -95,9 +118,10 @@ def check(url: str, names: list[str], results: list[dict[str, Any]],
     """What went wrong (empty: every account applied exactly once, every runner fine)."""
     problems = []
     for r in results:
-        if r["exit"] != 0:
+        if r["exit"] != 0 and not r.get("killed"):
             problems.append(f"runner on {r['half']} exited {r['exit']}: {r['stderr'][-500:]}")
-    for half in ("A", "B"):
+    chaos = any(r.get("killed") or "+" in r["half"] for r in results)
+    for half in () if chaos else ("A", "B"):  # who applied is only fixed without chaos
         mine = [r for r in results if r["half"] == half]
         applied = [r for r in mine if "Apply complete" in r["stdout"]]
         idle = [r for r in mine if "No changes." in r["stdout"]
@@ -144,16 +168,34 @@ def crctl_env() -> dict[str, str]:
     return env
 
 
+def converge(url: str, halves: tuple[Path, Path], env: dict[str, str]) -> dict[str, Any]:
+    """After kills: one more apply of everything finishes what the killed runners left
+    (a killed runner's locks die with its session; its uncommitted account rolled back)."""
+    every = halves[0].parent / "all"
+    done = subprocess.run([sys.executable, "-m", "reconciler", "apply", str(every),
+                           "--auto-approve", "--lock-timeout", "60s", "--state", url],
+                          env=env, text=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return {"half": "final", "exit": done.returncode, "stdout": done.stdout,
+            "stderr": done.stderr, "seconds": 0.0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--runners", type=int, default=8)
+    parser.add_argument("--overlap", action="store_true",
+                        help="every third runner applies both halves (overlapping sets)")
+    parser.add_argument("--kills", type=int, default=0,
+                        help="SIGKILL this many runners at random moments, then converge")
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", help="an empty PostgreSQL database (default: start one)")
     args = parser.parse_args()
     import psycopg
 
+    rng = random.Random(args.seed)
+    kills = {i: rng.uniform(0.5, 8.0) for i in rng.sample(range(args.runners), args.kills)}
     server = None
     url = args.url
     if url is None:
@@ -168,7 +210,10 @@ def main() -> None:
             expected = audit_of_one_apply(args.users, Path(tmp), env)
             subprocess.run([sys.executable, "-m", "reconciler", "init", "--state", url],
                            env=env, check=True, capture_output=True)
-            wall, results = run_all(url, (a, b), args.runners, env, Path(tmp) / "logs")
+            wall, results = run_all(url, (a, b), args.runners, env, Path(tmp) / "logs",
+                                    overlap=args.overlap, kills=kills)
+            if kills:
+                results.append(converge(url, (a, b), env))
             with psycopg.connect(url) as conn:
                 problems = check(url, names, results,
                                  lambda q: conn.execute(q).fetchall(), expected)
@@ -176,9 +221,11 @@ def main() -> None:
         if server is not None:
             server.stop()
     print(f"{args.runners} runners, {args.accounts} accounts x {args.users} users "
-          f"(halves A and B, {args.runners // 2} runners each): {wall:.1f} s wall")
+          f"({'overlapping sets: A, B, A+B' if args.overlap else 'disjoint halves A and B'}"
+          f", {len(kills)} killed): {wall:.1f} s wall")
     for r in results:
-        said = "applied" if "Apply complete" in r["stdout"] else "No changes"
+        said = ("killed" if r.get("killed") else
+                "applied" if "Apply complete" in r["stdout"] else "No changes")
         print(f"  runner on {r['half']}: exit {r['exit']}, {r['seconds']:.1f} s, {said}")
     if problems:
         print(f"FAILED ({len(problems)} problems):")

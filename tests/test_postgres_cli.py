@@ -436,3 +436,35 @@ def test_the_readme_documents_every_table_and_column(pg_server,
         assert not missing, (table, missing)
         if table not in views:
             assert named == cols, (table, cols - named)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_runners_on_overlapping_sets_with_random_kills_apply_every_account_once(
+        pg_database: Callable[[], str], tmp_path: Path, seed: int) -> None:
+    """The issue's chaos run, small: 6 runners on A, B and A+B at once, 2 of them
+    SIGKILLed at seeded random moments, then one final apply of both halves. Every runner
+    not killed exits 0, and every account still has serial 1, one version and the audit
+    entries of exactly one apply (a killed runner's transaction rolls back, its locks die
+    with its session)."""
+    import random
+
+    import psycopg
+
+    runners = _runners()
+    url = pg_database()
+    env = runners.crctl_env()
+    a, b, names = runners.write_halves(tmp_path, 40, 5)
+    expected = runners.audit_of_one_apply(5, tmp_path, env)
+    assert crctl(url, "init").returncode == 0
+    rng = random.Random(seed)
+    kills = {i: rng.uniform(0.3, 2.5) for i in rng.sample(range(6), 2)}
+    _, results = runners.run_all(url, (a, b), 6, env, tmp_path / "logs", overlap=True,
+                                 kills=kills)
+    assert any(r["killed"] for r in results)
+    results.append(runners.converge(url, (a, b), env))
+    for r in results:
+        assert "Traceback" not in r["stderr"], r["stderr"]
+    with psycopg.connect(url) as conn:
+        problems = runners.check(url, names, results,
+                                 lambda sql: conn.execute(sql).fetchall(), expected)
+    assert problems == []
