@@ -468,3 +468,69 @@ def test_runners_on_overlapping_sets_with_random_kills_apply_every_account_once(
         problems = runners.check(url, names, results,
                                  lambda sql: conn.execute(sql).fetchall(), expected)
     assert problems == []
+
+
+CUT = r"""
+import os, subprocess, sys
+import psycopg
+from reconciler.backends import postgres
+
+# Inside the account write's transaction, before its COMMIT, the server side goes away:
+# the working connection is ended by pg_terminate_backend, or the whole server restarts
+# with `pg_ctl restart -m immediate` (a crash). The transaction never commits.
+fault, url = os.environ["CUT"], os.environ["CUT_URL"]
+real_write = postgres.PostgresBackend._write
+
+def _write(self, conn, *args, **kwargs):
+    real_write(self, conn, *args, **kwargs)
+    if fault == "terminate":
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    else:
+        cmd = [os.environ["CUT_PG_CTL"], "-D", os.environ["CUT_DATA"], "-l",
+               os.environ["CUT_LOG"], "-m", "immediate", "-w", "-t", "60", "restart"]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+
+postgres.PostgresBackend._write = _write
+sys.argv = ["crctl", *sys.argv[1:]]
+from reconciler.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("fault", ["terminate", "restart"])
+def test_a_connection_cut_mid_apply_leaves_the_state_as_before(
+        pg_server, pg_database: Callable[[], str], tmp_path: Path, fault: str) -> None:
+    """The issue's `pg_terminate_backend` of the working connection and `pg_ctl restart
+    -m immediate` mid-apply: the state is as before (serial 1, the old users, no new audit
+    entries), crctl exits 1 naming the problem (no traceback), and the retry succeeds."""
+    import os
+
+    url = pg_database()
+    assert crctl(url, "apply", str(EXAMPLE_ACME), "--auto-approve").returncode == 0
+    users = acme_users()
+    users["asmith"]["call_recording"] = {"product": "always-on"}
+    changed = tmp_path / "v2" / "acme.yaml"
+    changed.parent.mkdir()
+    changed.write_text(account_yaml("acme", users))
+    audit = crctl(url, "audit", "acme", "--format", "json").stdout
+    env = crctl_env("jdoe", extra={
+        "CUT": fault, "CUT_URL": url, "CUT_DATA": os.path.join(pg_server.base, "data"),
+        "CUT_LOG": os.path.join(pg_server.base, "log"),
+        "CUT_PG_CTL": os.path.join(pg_server.bindir, "pg_ctl")})
+    cut = subprocess.run([sys.executable, "-c", CUT, "apply", str(changed), "--auto-approve",
+                          "--state", url], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=180, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in cut.stderr, cut.stderr
+    assert cut.returncode == 1, (cut.returncode, cut.stdout, cut.stderr)
+    assert "writing the account failed" in cut.stderr, cut.stderr
+    history = json.loads(crctl(url, "history", "acme", "--format", "json").stdout)
+    assert [v["serial"] for v in history] == [1]
+    assert crctl(url, "audit", "acme", "--format", "json").stdout == audit
+    assert crctl(url, "plan", str(EXAMPLE_ACME), "--detailed-exitcode").returncode == 0
+    retry = crctl(url, "apply", str(changed), "--auto-approve")
+    assert retry.returncode == 0, retry.stderr
+    assert crctl(url, "plan", str(changed), "--detailed-exitcode").returncode == 0

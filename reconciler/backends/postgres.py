@@ -659,9 +659,17 @@ class PostgresBackend(Backend):
             last = not self._held
         try:
             with self._lock_mutex, self._errors("releasing the lock"):
-                conn = self._locker()
-                conn.execute(f"DELETE FROM {self.s}.locks WHERE account = %s AND lock_id = %s",
-                             (account, info.id))
+                conn = self._lock_conn
+                if conn is None or conn.closed:
+                    return  # the session that made the row live is gone: the lock is free
+                try:
+                    conn.execute(f"DELETE FROM {self.s}.locks WHERE account = %s AND "
+                                 "lock_id = %s", (account, info.id))
+                except psycopg.OperationalError:
+                    # The connection died (server restarted, session terminated): with it
+                    # the advisory lock, so the row is dead and the next taker replaces
+                    # it. Raising here would hide the error that ended the run.
+                    conn.close()
         finally:
             if last:
                 self._stop_heartbeat()
