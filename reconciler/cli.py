@@ -22,7 +22,7 @@ import click
 from reconciler import __version__
 from reconciler.backends import Backend, open_backend
 from reconciler.errors import CrctlError, InputError, ValidationFailed
-from reconciler.loader import printable
+from reconciler.inert import inert_text
 from reconciler.render.common import counted
 
 EXIT_ERROR = 1
@@ -166,7 +166,7 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
 
     files = expand_paths(list(paths))
     if not files:
-        raise InputError(f"no *.yaml or *.yml files in {printable(', '.join(paths))}")
+        raise InputError(f"no *.yaml or *.yml files in {inert_text(', '.join(paths))}")
     failed: list[ValidationFailed] = []
     loaded = []
     for path in files:
@@ -202,7 +202,7 @@ def backend_of(ctx: Context) -> Backend:
 def state_header(backend: Backend) -> str:
     """The first line of human output of a command that read the state (DESIGN §3.1)."""
     empty = "" if backend.exists() else " (empty: nothing applied here yet)"
-    return printable(f"State: {backend.location}{empty}") + "\n"
+    return inert_text(f"State: {backend.location}{empty}") + "\n"
 
 
 def render(plans: list, fmt: str, *, as_list: bool) -> str:
@@ -251,7 +251,8 @@ def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: 
     if force:
         for p in planned:
             for violation in p.violations:
-                click.echo(f"Warning: {violation} (overridden by --force)", err=True)
+                click.echo(inert_text(f"Warning: {violation} (overridden by --force)"),
+                           err=True)
     service.enforce(planned, force)
     plans = [p.plan for p in planned]
     as_list = os.path.isdir(path)
@@ -484,7 +485,7 @@ def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str
     if fmt == "json":
         emit_json({"removed": holder.to_json()})
         return
-    click.echo(printable(f"Removed {holder.describe()}."))
+    click.echo(inert_text(f"Removed {holder.describe()}."))
 
 
 @cli.command()
@@ -556,7 +557,7 @@ def import_(ctx: Context, account: str, out: str | None, force: bool,
         from reconciler.outfile import write_private
 
         write_private(out, text, force=force)
-        click.echo(f"Wrote {printable(out)}.", err=True)
+        click.echo(f"Wrote {inert_text(out)}.", err=True)
     else:
         click.echo(text, nl=False)
 
@@ -613,7 +614,7 @@ def accounts(ctx: Context, fmt: str) -> None:
         return
     click.echo(state_header(backend), nl=False)
     rows = [("ACCOUNT", "NAME", "USERS", "CR USERS", "SERIAL", "LAST CHANGE")]
-    rows += [(a.account, printable(a.name or "-"), str(a.users), str(a.cr_users),
+    rows += [(a.account, inert_text(a.name or "-"), str(a.users), str(a.cr_users),
               str(a.serial), a.last_change or "-") for a in found]
     click.echo(_table(rows), nl=False)
     click.echo(f"{counted(len(found), 'account')}.", err=True)
@@ -644,7 +645,7 @@ def history(ctx: Context, account: str, fmt: str) -> None:
         return
     click.echo(state_header(backend), nl=False)
     rows = [("SERIAL", "TIME", "ACTOR", "OPERATION", "ACTIONS", "READABLE")]
-    rows += [(str(v.serial), v.time or "-", printable(v.actor or "-"), v.operation or "-",
+    rows += [(str(v.serial), v.time or "-", inert_text(v.actor or "-"), v.operation or "-",
               ", ".join(f"{n} {k}" for k, n in sorted(v.counts.items())) or "-",
               "yes" if v.readable else "no") for v in versions]
     click.echo(_table(rows), nl=False)
@@ -678,7 +679,7 @@ def audit(ctx: Context, account: str, user: str | None, since: str | None,
 
     for name, value in (("--since", since), ("--until", until)):
         if value is not None and not is_iso_date(value):
-            raise InputError(f"{name} {printable(value)!s}: expected an ISO date such as "
+            raise InputError(f"{name} {inert_text(value)!s}: expected an ISO date such as "
                              "2026-12-01")
     backend = backend_of(ctx)
     entries = list(backend.audit(check_account_id(account), AuditFilter(
@@ -694,7 +695,7 @@ def audit(ctx: Context, account: str, user: str | None, since: str | None,
         return
     click.echo(state_header(backend), nl=False)
     rows = [tuple(c.upper() for c in AUDIT_COLUMNS)]
-    rows += [tuple(printable(_cell(e.get(c))) or "-" for c in AUDIT_COLUMNS) for e in entries]
+    rows += [tuple(inert_text(_cell(e.get(c))) or "-" for c in AUDIT_COLUMNS) for e in entries]
     click.echo(_table(rows), nl=False)
     click.echo(f"{counted(len(entries), 'entry')}." if len(entries) == 1
                else f"{len(entries)} entries.", err=True)
@@ -741,12 +742,12 @@ def init(ctx: Context, print_sql: bool) -> None:
     if print_sql:
         sql = backend.ddl()
         if sql is None:
-            raise InputError(f"the state {printable(backend.location)} is a directory: it "
+            raise InputError(f"the state {inert_text(backend.location)} is a directory: it "
                              "has no SQL (--print-sql is for a postgresql:// state)")
         click.echo(sql, nl=False)
         return
     backend.init()
-    click.echo(printable(f"Initialized the state {backend.location}."))
+    click.echo(inert_text(f"Initialized the state {backend.location}."))
 
 
 @cli.command("migrate-state")
@@ -780,7 +781,7 @@ def migrate_state(ctx: Context, to: str, lock_timeout: str, fmt: str) -> None:
         return
     entries = "1 audit entry" if report.audit_entries == 1 else \
         f"{report.audit_entries} audit entries"
-    click.echo(printable(
+    click.echo(inert_text(
         f"Copied {counted(len(report.accounts), 'account')} ("
         f"{counted(report.versions, 'version')}, {entries}, "
         f"{counted(report.recordings, 'recording')}) and "
@@ -793,7 +794,9 @@ def _cell(value: Any) -> str:
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    """Left-aligned columns, two spaces apart (the cells are already inert)."""
+    """Left-aligned columns, two spaces apart; every cell inert (values come from the
+    state, which an edited plan may have filled with control characters)."""
+    rows = [tuple(inert_text(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                    + "\n" for r in rows)
@@ -806,7 +809,7 @@ def main() -> None:
         code = cli.main(standalone_mode=False, prog_name="crctl")
     except CrctlError as exc:
         # Paths and ids in messages may come from hostile names: one inert line each.
-        message = "\n".join(printable(line) for line in str(exc).split("\n"))
+        message = "\n".join(inert_text(line) for line in str(exc).split("\n"))
         if message:
             click.echo(message if isinstance(exc, ValidationFailed) else f"Error: {message}",
                        err=True)
@@ -818,7 +821,11 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_ERROR)
     except click.ClickException as exc:
-        exc.show()
+        # Usage errors quote what was typed (a command, an option, a path): inert too.
+        text = "\n".join(inert_text(line) for line in exc.format_message().split("\n"))
+        shown = (click.UsageError(text, exc.ctx) if isinstance(exc, click.UsageError)
+                 else click.ClickException(text))
+        shown.show()
         sys.exit(EXIT_ERROR)  # usage errors are invalid input (exit 2 means "changes")
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
@@ -828,7 +835,8 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - last resort: never a traceback for users
         if os.environ.get("CRCTL_DEBUG"):
             raise
-        click.echo(f"Error: internal error ({type(exc).__name__}: {exc}); "
-                   "rerun with CRCTL_DEBUG=1 for details and please report it", err=True)
+        click.echo(inert_text(f"Error: internal error ({type(exc).__name__}: {exc}); "
+                              "rerun with CRCTL_DEBUG=1 for details and please report it"),
+                   err=True)
         sys.exit(EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)

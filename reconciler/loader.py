@@ -36,6 +36,7 @@ from yaml.events import (
 
 from reconciler import halves
 from reconciler.errors import Diagnostic, ValidationFailed
+from reconciler.inert import inert_text
 
 MAX_FILE_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 32
@@ -76,15 +77,8 @@ def json_quote(text: str) -> str:
                          for c in text) + '"'
 
 
-def printable(text: str) -> str:
-    """`text` with its non-printable characters escaped (the rest left as is).
-
-    Diagnostics are one line each on a terminal or in a CI log: a newline, a carriage
-    return or an escape sequence taken from a hostile file must not forge or hide lines.
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+# The one inert-text rule lives in reconciler.inert; `printable` stays importable here.
+printable = inert_text
 
 
 def field_path(path: Iterable[Any]) -> str:

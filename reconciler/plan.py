@@ -21,7 +21,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import InputError, StalePlanError
-from reconciler.loader import printable
+from reconciler.inert import inert_text
 from reconciler.model import PRODUCTS
 
 FORMAT_VERSION = "1"
@@ -154,7 +154,7 @@ def save(path: str, text: str) -> None:
     The text goes to a new private file beside `path`, which is then renamed over it:
     an existing file's mode (say 0644) or other hard links never see the new content.
     """
-    shown = printable(path)  # a hostile file name must not forge lines
+    shown = inert_text(path)  # a hostile file name must not forge lines
     directory = os.path.dirname(path) or "."
     tmp = None
     try:
@@ -186,14 +186,14 @@ def load(path: str, expected_checksum: str | None = None) -> list[Plan]:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_PLAN_BYTES)
     except OSError as exc:
-        raise InputError(f"{printable(path)}: cannot read plan file: {exc.strerror}") from None
+        raise InputError(f"{inert_text(path)}: cannot read plan file: {exc.strerror}") from None
     return parse(path, raw, expected_checksum)
 
 
 def parse(path: str, raw: bytes, expected_checksum: str | None = None) -> list[Plan]:
     """`load` of bytes already read from `path`: a pipe (`apply /dev/stdin`) can be read
     only once, so whoever sniffed it hands its bytes on."""
-    shown = printable(path)  # a hostile file name must not forge lines
+    shown = inert_text(path)  # a hostile file name must not forge lines
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -207,7 +207,7 @@ def parse(path: str, raw: bytes, expected_checksum: str | None = None) -> list[P
 
 
 def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
-    shown = printable(path)  # a hostile file name must not forge lines
+    shown = inert_text(path)  # a hostile file name must not forge lines
     if not isinstance(doc, dict) or "format_version" not in doc:
         raise InputError(f"{shown}: not a crctl plan file (no format_version)")
     if doc["format_version"] != FORMAT_VERSION:
@@ -255,7 +255,7 @@ CR_SIDES = {Kind.REMOVE: ("before",), Kind.CHANGE: ("before", "after"),
 def _check_products(path: str, actions: tuple[Action, ...]) -> None:
     """Every CR service a plan shows names a known product: renderers print its full name,
     and the schema cannot say which actions' before/after are CR services."""
-    shown = printable(path)  # a hostile file name must not forge lines
+    shown = inert_text(path)  # a hostile file name must not forge lines
     for index, action in enumerate(actions):
         for side in CR_SIDES.get(action.action, ()):
             cr = getattr(action, side)
@@ -270,7 +270,7 @@ def _check_products(path: str, actions: tuple[Action, ...]) -> None:
 
 def _check_shape(path: str, doc: dict[str, Any]) -> None:
     """The plan schema (schemas/plan.schema.json), with a message naming the first error."""
-    shown = printable(path)  # a hostile file name must not forge lines
+    shown = inert_text(path)  # a hostile file name must not forge lines
     from reconciler.schema import checker, validator
 
     if not checker("plan.schema.json")([doc]):

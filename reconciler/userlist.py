@@ -9,6 +9,7 @@ import unicodedata
 from typing import Any
 
 from reconciler.errors import InputError
+from reconciler.inert import inert_text
 from reconciler.model import PRODUCT_NAMES, CurrentAccount, Product, product_name
 
 COLUMNS = ("full_name", "phone_number", "extension", "product", "username", "email", "status")
@@ -147,9 +148,10 @@ def _fit(text: str, width: int) -> str:
 
 def as_table(selected: list[dict[str, Any]], width: int) -> str:
     """Aligned columns that fit `width` terminal cells; the widest columns are shortened
-    with '…'."""
+    with '…'. Names come from the state: each cell is inert (no control character or
+    bidi override reaches the terminal), and measured as shown."""
     headers = [h for _, h in TABLE_COLUMNS]
-    cells = [[str(r[k]) for k, _ in TABLE_COLUMNS] for r in selected]
+    cells = [[inert_text(str(r[k])) for k, _ in TABLE_COLUMNS] for r in selected]
     widths = [max([cell_width(h)] + [cell_width(c[i]) for c in cells])
               for i, h in enumerate(headers)]
     gap = 2

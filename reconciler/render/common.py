@@ -1,10 +1,16 @@
-"""Wording shared by the text and markdown renderers."""
+"""Wording shared by the text and markdown renderers.
+
+Every string taken from a plan (names, dates, any edited `before`/`after` value) goes
+through `quote`: `inert_text` for a terminal, `inert_markdown` for a PR comment, so a
+hostile name can neither forge a line nor render a link.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from reconciler.inert import inert_text
 from reconciler.model import product_name
 from reconciler.plan import Action, Kind, Plan
 
@@ -30,46 +36,52 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def summary_line(plan: Plan) -> str:
+Quote = Callable[[str], str]
+
+
+def summary_line(plan: Plan, quote: Quote = inert_text) -> str:
     """The last line of a text plan, exactly as DESIGN §5 spells it."""
+    account = quote(plan.account)
     if plan.terminates:
         counts = plan.actions[0].before or {}
         users, recordings = counts.get("users", 0), counts.get("recordings", 0)
-        return (f"Plan: terminate account {plan.account} ({counted(users, 'user')}, "
+        return (f"Plan: terminate account {account} ({counted(users, 'user')}, "
                 f"{counted(recordings, 'recording')} will be deleted).")
     if not plan.has_changes:
-        return f"No changes. Account {plan.account} matches the desired state."
+        return f"No changes. Account {account} matches the desired state."
     s = plan.summary()
     return (f"Plan: {s['enable']} to enable, {s['change']} to change, {s['remove']} to "
             f"remove; {counted(s['add_user'], 'user')} to add, {s['update_user']} to "
             f"update, {s['delete_user']} to delete.")
 
 
-def value(v: Any) -> str:
+def value(v: Any, quote: Quote = inert_text) -> str:
+    """A field's value as shown in a plan: (none), [a, b], true/false or the text."""
     if v is None:
         return "(none)"
     if isinstance(v, list):
-        return "[" + ", ".join(str(x) for x in v) + "]"
+        return "[" + ", ".join(quote(str(x)) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
-    return str(v)
+    return quote(str(v))
 
 
-def cr_text(cr: Mapping[str, Any] | None) -> str:
+def cr_text(cr: Mapping[str, Any] | None, quote: Quote = inert_text) -> str:
     """MiCloud Connect MIR Always-On (pending until 2026-12-01)."""
     if not cr:
         return "(none)"
-    text = product_name(cr["product"])
+    text = quote(product_name(cr["product"]))
     if cr.get("status") == "pending":
-        text += f" (pending until {cr['activation_date']})"
+        text += f" (pending until {value(cr.get('activation_date'), quote)})"
     elif cr.get("activation_date"):
-        text += f" (from {cr['activation_date']})"
+        text += f" (from {value(cr['activation_date'], quote)})"
     if cr.get("prevent_remove"):
         text += ", prevent_remove"
     return text
 
 
-def changes_text(action: Action, sep: str = "; ") -> str:
+def changes_text(action: Action, sep: str = "; ", quote: Quote = inert_text,
+                 arrow: str = "->") -> str:
     """`field: old -> new` for each changed field of an update or change."""
     before, after = action.before or {}, action.after or {}
     parts = []
@@ -77,16 +89,17 @@ def changes_text(action: Action, sep: str = "; ") -> str:
         old, new = before.get(name), after.get(name)
         if name == "product":
             old, new = product_name(old), product_name(new)
-        parts.append(f"{name}: {value(old)} -> {value(new)}")
+        parts.append(f"{quote(name)}: {value(old, quote)} {arrow} {value(new, quote)}")
     return sep.join(parts)
 
 
-def describe(action: Action) -> str:
+def describe(action: Action, quote: Quote = inert_text, arrow: str = "->") -> str:
     """The one-line detail of an action, after its verb and user."""
     kind = action.action
     if kind is Kind.CREATE_ACCOUNT:
         after = action.after or {}
-        return f"{after.get('account')}" + (f" ({after['name']})" if after.get("name") else "")
+        return value(after.get("account"), quote) + (
+            f" ({value(after['name'], quote)})" if after.get("name") else "")
     if kind is Kind.TERMINATE_ACCOUNT:
         c = action.before or {}
         return (f"{counted(c.get('users', 0), 'user')}, "
@@ -94,11 +107,11 @@ def describe(action: Action) -> str:
                 f"{counted(c.get('recordings', 0), 'recording')} and the MIR mirror will be "
                 "deleted")
     if kind is Kind.REMOVE:
-        return f"{cr_text(action.before)} (recordings are kept)"
+        return f"{cr_text(action.before, quote)} (recordings are kept)"
     if kind is Kind.ENABLE:
-        return cr_text(action.after)
+        return cr_text(action.after, quote)
     if kind in (Kind.ADD_USER, Kind.DELETE_USER):
         u = (action.after if kind is Kind.ADD_USER else action.before) or {}
-        return f"{u.get('first_name')} {u.get('last_name')}, ext {u.get('extension')}, " \
-               f"{u.get('profile')}"
-    return changes_text(action)
+        return (f"{quote(str(u.get('first_name')))} {quote(str(u.get('last_name')))}, "
+                f"ext {quote(str(u.get('extension')))}, {quote(str(u.get('profile')))}")
+    return changes_text(action, quote=quote, arrow=arrow)

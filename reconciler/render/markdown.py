@@ -9,6 +9,7 @@ and where to see them (`crctl show PLANFILE`).
 
 from __future__ import annotations
 
+from reconciler.inert import inert_markdown, markdown_code
 from reconciler.plan import Action, Kind, Plan
 from reconciler.render.common import counted, describe, summary_line
 
@@ -26,21 +27,23 @@ SECTIONS = (
 )
 
 
-def cell(text: str) -> str:
-    """Make text safe inside a table cell (pipes, HTML, line breaks)."""
-    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
-            .replace(">", "&gt;").replace("\n", " ").replace("`", "\\`"))
+ARROW = "-&gt;"  # "->" written so that no renderer reads its ">" as HTML
+
+
+def final_line(plan: Plan) -> str:
+    """The text plan's last line, with the account id inert as markdown."""
+    return summary_line(plan, inert_markdown)
 
 
 def _head(plan: Plan) -> list[str]:
-    out = [f"### crctl plan: `{plan.account}`", ""]
+    out = [f"### crctl plan: {markdown_code(plan.account)}", ""]
     if plan.terminates:
         out += ["> [!CAUTION]",
-                f"> **{cell(summary_line(plan))}** The account, all its users, the MIR "
+                f"> **{final_line(plan)}** The account, all its users, the MIR "
                 "mirror and **all recordings** are deleted.", ""]
         return out
     if not plan.has_changes:
-        return out + [summary_line(plan), ""]
+        return out + [final_line(plan), ""]
     s = plan.summary()
     out += ["| Action | Count |", "|---|---:|",
             f"| CR to enable | {s['enable']} |", f"| CR to change | {s['change']} |",
@@ -65,8 +68,9 @@ def _head(plan: Plan) -> list[str]:
 
 
 def _row(action: Action) -> str:
-    who = f"`{cell(action.user)}`" if action.user else "(the account)"  # update_account
-    return f"| {who} | {cell(describe(action))} |"
+    """One table row: names in a code span or escaped, so none renders or ends the cell."""
+    who = markdown_code(action.user, in_table=True) if action.user else "(the account)"
+    return f"| {who} | {describe(action, inert_markdown, ARROW)} |"
 
 
 def render_all(plans: list[Plan]) -> str:
@@ -78,7 +82,7 @@ def render_all(plans: list[Plan]) -> str:
     `_overview`.
     """
     heads = ["\n".join(_head(p)) for p in plans]
-    tails = [f"**{summary_line(p)}**\n" for p in plans]
+    tails = [f"**{final_line(p)}**\n" for p in plans]
     # Each account is head + "\n" + [body + "\n"] + tail; accounts are joined by "\n".
     essentials = sum(len(h) + 1 + len(t) for h, t in zip(heads, tails, strict=True))
     essentials += len(plans) - 1
@@ -115,7 +119,8 @@ def render_all(plans: list[Plan]) -> str:
         drift = [*plan.mir_upsert, *plan.mir_delete]
         if drift:
             text = (f"<details><summary>MIR mirror drift ({len(drift)})</summary>\n\n"
-                    + "".join(f"- `{cell(m.username or m.user_id)}`: {cell(m.reason)}\n"
+                    + "".join(f"- {markdown_code(m.username or m.user_id)}: "
+                              f"{inert_markdown(m.reason)}\n"
                               for m in drift) + "\n</details>\n")
             if len(text) + 1 <= budget:
                 parts.append(text)
@@ -174,7 +179,7 @@ def _risk(plan: Plan) -> int:
 
 def _names(accounts: list[str]) -> str:
     """`a`, `b` and 3 more: at most CALLOUT_NAMES names."""
-    names = ", ".join(f"`{cell(a)}`" for a in accounts[:CALLOUT_NAMES])
+    names = ", ".join(markdown_code(a) for a in accounts[:CALLOUT_NAMES])
     more = len(accounts) - CALLOUT_NAMES
     return f"{names} and {more} more" if more > 0 else names
 

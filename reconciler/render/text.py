@@ -1,9 +1,14 @@
-"""Plain-text plans for terminals and CI logs (`+`/`~`/`-` lines, full product names)."""
+"""Plain-text plans for terminals and CI logs (`+`/`~`/`-` lines, full product names).
+
+Every string from the plan is inert (reconciler.inert): one action is one line, and no
+name can move the cursor, recolour the terminal or forge a `+ enable CR` line.
+"""
 
 from __future__ import annotations
 
 import click
 
+from reconciler.inert import inert_text
 from reconciler.plan import Plan
 from reconciler.render.common import SIGNS, VERBS, describe, summary_line
 
@@ -12,14 +17,15 @@ COLORS = {"+": "green", "~": "yellow", "-": "red"}
 
 def render(plan: Plan, *, color: bool = False) -> str:
     lines: list[str] = []
-    header = f"Account {plan.account}"
+    header = f"Account {inert_text(plan.account)}"
     header += f" (serial {plan.serial})" if plan.lineage else " (new)"
     lines.append(click.style(header, bold=True) if color else header)
-    width = max((len(a.user or "") for a in plan.actions), default=0)
-    for action in plan.actions:
+    users = [inert_text(a.user or "") for a in plan.actions]
+    width = max(map(len, users), default=0)
+    for action, user in zip(plan.actions, users, strict=True):
         sign = SIGNS[action.action]
         verb = VERBS[action.action]
-        who = (action.user or "").ljust(width)
+        who = user.ljust(width)
         line = f"  {sign} {verb:<17} {who}  {describe(action)}".rstrip()
         lines.append(click.style(line, fg=COLORS[sign]) if color else line)
     if plan.mir_upsert or plan.mir_delete:
@@ -28,10 +34,11 @@ def render(plan: Plan, *, color: bool = False) -> str:
         lines.append(f"MIR mirror drift ({n} {'entry' if n == 1 else 'entries'}; apply or "
                      "`crctl sync` repairs it):")
         for change in plan.mir_upsert:
-            lines.append(f"  ~ upsert {change.username or change.user_id}: {change.reason}")
+            lines.append(inert_text(f"  ~ upsert {change.username or change.user_id}: "
+                                    f"{change.reason}"))
         for change in plan.mir_delete:
-            lines.append(f"  - delete {change.username or change.user_id} "
-                         f"({change.user_id}): {change.reason}")
+            lines.append(inert_text(f"  - delete {change.username or change.user_id} "
+                                    f"({change.user_id}): {change.reason}"))
     lines.append("")
     lines.append(click.style(summary_line(plan), bold=True) if color else summary_line(plan))
     return "\n".join(lines) + "\n"
