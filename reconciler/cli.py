@@ -89,7 +89,19 @@ def global_options(func: F) -> F:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
+    click.echo(for_stdout(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False)))
+
+
+def for_stdout(json_text: str) -> str:
+    """JSON as printed: as is, unless standard output's encoding (Latin-1, ASCII) cannot
+    hold one of its characters; then the same JSON with \\u escapes (a backslash escape
+    of the stream would not be JSON for characters beyond U+FFFF)."""
+    try:
+        json_text.encode(sys.stdout.encoding or "utf-8")
+    except UnicodeEncodeError:
+        end = "\n" if json_text.endswith("\n") else ""
+        return json.dumps(json.loads(json_text), indent=2, ensure_ascii=True) + end
+    return json_text
 
 
 def today() -> str:
@@ -209,7 +221,7 @@ def render(plans: list, fmt: str, *, as_list: bool) -> str:
     if fmt == "json":
         from reconciler.plan import dumps
 
-        return dumps(plans, as_list=as_list)
+        return for_stdout(dumps(plans, as_list=as_list))
     if fmt == "markdown":
         from reconciler.render.markdown import render_all
 
@@ -518,7 +530,7 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
     current = service.read_existing(backend_of(ctx), account)
     selected = userlist.select(userlist.rows(current), search, parsed)
     if fmt == "json":
-        click.echo(userlist.as_json(selected), nl=False)
+        click.echo(for_stdout(userlist.as_json(selected)), nl=False)
     elif fmt == "csv":
         click.echo(userlist.as_csv(selected), nl=False)
     else:
@@ -802,9 +814,19 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
                    + "\n" for r in rows)
 
 
+def _show_what_the_terminal_cannot() -> None:
+    """A name the terminal's encoding cannot show (Latin-1, ASCII) is printed as a
+    backslash escape (\\u5c71), never a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """Entry point: run click without its own exit handling, then map errors to codes."""
     gc.disable()  # a short-lived process building millions of objects: no cycles to collect
+    _show_what_the_terminal_cannot()
     try:
         code = cli.main(standalone_mode=False, prog_name="crctl")
     except CrctlError as exc:

@@ -120,7 +120,7 @@ class Plan:
             "tool_version": self.tool_version,
             "account": self.account,
             "created_at": self.created_at,
-            "desired": {"path": self.desired_path, "sha256": self.desired_sha256},
+            "desired": {"path": _as_text(self.desired_path), "sha256": self.desired_sha256},
             "prior_state": {"lineage": self.lineage, "serial": self.serial},
             "actions": [a.to_json() for a in self.actions],
             "summary": self.summary(),
@@ -130,6 +130,20 @@ class Plan:
         }
         doc["checksum"] = checksum(doc)
         return doc
+
+
+def _as_text(path: str | None) -> str | None:
+    """A file name as a plan can hold it: JSON text is Unicode, so the bytes of a name
+    that is not UTF-8 (dir\\xff/acme.yaml) are written as visible escapes. Such a path
+    names no file when the plan is applied, which then relies on its own checks, as it
+    does when the desired file is gone."""
+    if path is None:
+        return None
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return path
 
 
 def canonical_json(doc: dict[str, Any]) -> bytes:
@@ -268,14 +282,46 @@ def _check_products(path: str, actions: tuple[Action, ...]) -> None:
                     f" {product!r} is not one of {', '.join(sorted(PRODUCTS))}")
 
 
+def _first_float(doc: Any) -> tuple[str, float] | None:
+    """The first JSON number with a fraction or exponent (0.0, 1e3) and where it is.
+
+    JSON Schema's "integer" accepts 0.0, which Python then carries on as a float: a
+    serial of 0.0 or a count of 2.0 would reach the applier and its messages. No number
+    crctl writes into a plan is a float, so any float is an edited plan. (A loop, not
+    recursion: a deeply nested document must not exhaust the stack.)
+    """
+    pending: list[tuple[str, Any]] = [("", doc)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, float):
+            return where, value
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        children = [(f"{where}/{key}" if where else str(key), item) for key, item in items]
+        pending.extend(reversed(children))
+    return None
+
+
 def _check_shape(path: str, doc: dict[str, Any]) -> None:
     """The plan schema (schemas/plan.schema.json), with a message naming the first error."""
     shown = inert_text(path)  # a hostile file name must not forge lines
     from reconciler.schema import checker, validator
 
+    fraction = _first_float(doc)
+    if fraction is not None:
+        where, number = fraction
+        raise InputError(f"{shown}: not a valid crctl plan file: at {where or 'document'}: "
+                         f"{number!r} is not an integer (a plan holds whole numbers only)")
     if not checker("plan.schema.json")([doc]):
-        error = next(iter(validator("plan.schema.json").iter_errors(doc)))
-        where = "/".join(str(p) for p in error.absolute_path) or "document"
-        raise InputError(f"{shown}: not a valid crctl plan file: at {where}: {error.message}")
+        error = next(iter(validator("plan.schema.json").iter_errors(doc)), None)
+        if error is None:  # the two checkers disagree: still a refusal, never a crash
+            raise InputError(f"{shown}: not a valid crctl plan file")
+        where = "/".join(inert_text(str(p)) for p in error.absolute_path) or "document"
+        raise InputError(f"{shown}: not a valid crctl plan file: at {where}: "
+                         f"{inert_text(error.message)}")
     if not ACCOUNT_ID.match(doc["account"]):
         raise InputError(f"{shown}: invalid account id {doc['account']!r} in plan")

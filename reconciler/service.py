@@ -195,9 +195,12 @@ class ApplyRun:
         path, digest = plan.desired_path, plan.desired_sha256
         if not path or not digest or not os.path.isfile(path):
             return
-        with open(path, "rb") as fh:
-            if hashlib.sha256(fh.read()).hexdigest() != digest:
-                return  # the file moved on since; the plan's own checks still apply
+        try:
+            with open(path, "rb") as fh:
+                if hashlib.sha256(fh.read()).hexdigest() != digest:
+                    return  # the file moved on since; the plan's own checks still apply
+        except OSError:
+            return  # unreadable (permissions, I/O): as if gone; the plan's checks apply
         try:
             desired = load_desired(path, self.today)
         except ValidationFailed:
