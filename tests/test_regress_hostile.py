@@ -312,3 +312,22 @@ def test_a_terminal_that_cannot_show_a_name_gets_escapes(tmp_path: Path,
     (tmp_path / f"{NAME}.yaml").write_text(account_yaml())
     r = crctl("validate", f"{NAME}.yaml", cwd=tmp_path, env=env)
     assert r.returncode == 1 and ".yaml:1:10: error:" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("value", [[1], "zzz", 5, {"a": 1}])
+def test_an_edited_product_change_on_a_user_update_renders_and_is_refused(
+        work: Path, value: Any) -> None:
+    """update_user lists `product` as changed with a value that is no product: `show`
+    renders it as written, `apply` refuses it (3: it does not fit the current state)."""
+    def change(doc: dict[str, Any]) -> None:
+        update = find(doc, "update_user")
+        update["changed"] = [*update["changed"], "product"]
+        update["after"]["product"] = value
+
+    plan = edited(work, change)
+    for fmt in ("text", "markdown"):
+        r = crctl("show", plan, "--format", fmt, cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert "; product: " in r.stdout, r.stdout
+    r = crctl("apply", plan, state=work / "state", actor=ACTOR, cwd=work)
+    assert r.returncode == 3, r.stderr

@@ -88,9 +88,17 @@ def changes_text(action: Action, sep: str = "; ", quote: Quote = inert_text,
     for name in action.changed:
         old, new = before.get(name), after.get(name)
         if name == "product":
-            old, new = product_name(old), product_name(new)
+            old, new = _product(old), _product(new)
         parts.append(f"{quote(name)}: {value(old, quote)} {arrow} {value(new, quote)}")
     return sep.join(parts)
+
+
+def _product(v: Any) -> Any:
+    """A product's full name; any other value (an edited plan's) as it is."""
+    try:
+        return product_name(v)
+    except (ValueError, TypeError):
+        return v
 
 
 def describe(action: Action, quote: Quote = inert_text, arrow: str = "->") -> str:
