@@ -26,7 +26,9 @@ def render(plan: Plan, *, color: bool = False) -> str:
         sign = SIGNS[action.action]
         verb = VERBS[action.action]
         who = user.ljust(width)
-        line = f"  {sign} {verb:<17} {who}  {describe(action)}".rstrip()
+        # The wording itself is printable, so the whole line made inert once is every
+        # value made inert (and one check per line instead of one per value).
+        line = inert_text(f"  {sign} {verb:<17} {who}  {describe(action, str)}".rstrip())
         lines.append(click.style(line, fg=COLORS[sign]) if color else line)
     if plan.mir_upsert or plan.mir_delete:
         n = len(plan.mir_upsert) + len(plan.mir_delete)
