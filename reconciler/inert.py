@@ -43,10 +43,11 @@ def inert_text(text: str) -> str:
 
 
 # Markdown that a name could use to render something: emphasis and strikethrough
-# (* _ ~), links and images ([ ]), autolinks (: and . of http://x.example, www.x),
-# table cells (|), code spans (`) and the backslash itself; HTML and entities become
-# entities (GitHub renders <img>, <a>, <!-- and &...; as HTML otherwise).
-_MD_BACKSLASHED = frozenset("\\`*_[]~|:.")
+# (* _ ~), links and images ([ ]), URL autolinks (the : of http://x.example), table
+# cells (|), code spans (`) and the backslash itself; HTML and entities become entities
+# (GitHub renders <img>, <a>, <!-- and &...; as HTML otherwise). The dot of "www." is
+# escaped too (GFM links www.x.example); other dots stay as written ("Acme Inc.").
+_MD_BACKSLASHED = frozenset("\\`*_[]~|:")
 _MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 # An @ that starts a word would notify a GitHub user or team: a code span stops that.
 _MENTION = re.compile(r"(?<![0-9A-Za-z])@")
@@ -65,7 +66,7 @@ def inert_markdown(text: str) -> str:
         if c == "_" and 0 < i < len(shown) - 1 and shown[i - 1].isalnum() \
                 and shown[i + 1].isalnum():
             out.append(c)
-        elif c in _MD_BACKSLASHED:
+        elif c in _MD_BACKSLASHED or (c == "." and shown[max(0, i - 3):i].lower() == "www"):
             out.append("\\" + c)
         else:
             out.append(_MD_ENTITIES.get(c, c))
