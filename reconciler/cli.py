@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, TypeVar
 
@@ -217,18 +217,23 @@ def state_header(backend: Backend) -> str:
     return inert_text(f"State: {backend.location}{empty}") + "\n"
 
 
-def render(plans: list, fmt: str, *, as_list: bool) -> str:
-    if fmt == "json":
-        from reconciler.plan import dumps
+def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
+           saved: bool = False, loaded: bool = False) -> str:
+    """A plan (or plan set) in `fmt`. `docs`: its documents when already made; `saved`:
+    the plan is a saved one, so text and markdown show its checksum beside the digest;
+    `loaded`: read from a saved file (see plan.identity)."""
+    from reconciler.plan import dumps, identity
 
-        return for_stdout(dumps(plans, as_list=as_list))
+    if fmt == "json":
+        return for_stdout(dumps(plans, as_list=as_list, docs=docs))
+    ident = identity(plans, as_list=as_list, docs=docs, saved=saved, loaded=loaded)
     if fmt == "markdown":
         from reconciler.render.markdown import render_all
 
-        return render_all(plans)
+        return render_all(plans, ident)
     from reconciler.render.text import render_all as render_text
 
-    return render_text(plans, color=color_enabled())
+    return render_text(plans, color=color_enabled(), ident=ident)
 
 
 @cli.command()
@@ -245,9 +250,12 @@ def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: 
          force: bool) -> None:
     """Show what apply would change; never writes to the state directory.
 
-    PATH is an account file or a directory of them. Refused with exit 5 when a safety
-    limit is hit (more than safety.max_remove_pct removals, or a prevent_remove service),
-    unless --force.
+    PATH is an account file or a directory of them. The output shows the plan's digest
+    (for `apply PATH --expect DIGEST`) and, with --out, the saved plan's checksum (for
+    `apply PLANFILE --checksum SHA256`). A plan that breaks a safety limit (more than
+    safety.max_remove_pct removals, a termination, a prevent_remove service) is printed
+    (and saved) in full with the violations first, then exits 5, unless --force, which
+    records them in the plan (`forced`).
 
     \b
     Examples:
@@ -265,16 +273,18 @@ def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: 
             for violation in p.violations:
                 click.echo(inert_text(f"Warning: {violation} (overridden by --force)"),
                            err=True)
-    service.enforce(planned, force)
-    plans = [p.plan for p in planned]
+    plans = [replace(p.plan, forced=True) if force else p.plan for p in planned]
     as_list = os.path.isdir(path)
+    docs = None
     if out:
-        from reconciler.plan import dumps, save
+        from reconciler.plan import documents, dumps, save
 
-        save(out, dumps(plans, as_list=as_list))
+        docs = documents(plans, as_list=as_list)
+        save(out, dumps(plans, as_list=as_list, docs=docs))
     if fmt == "text":
         click.echo(state_header(backend), nl=False)
-    click.echo(render(plans, fmt, as_list=as_list), nl=False)
+    click.echo(render(plans, fmt, as_list=as_list, docs=docs, saved=bool(out)), nl=False)
+    service.enforce(planned, force)  # after the plan: reviewers see what is refused
     if detailed_exitcode and any(p.has_changes for p in plans):
         sys.exit(2)
 
@@ -290,15 +300,10 @@ def show(planfile: str, fmt: str) -> None:
     Example:
       crctl show acme.plan --format markdown
     """
-    from reconciler.plan import load
+    from reconciler.plan import load_file
 
-    plans = load(planfile)
-    click.echo(render(plans, fmt, as_list=len(plans) > 1 or _is_list(planfile)), nl=False)
-
-
-def _is_list(planfile: str) -> bool:
-    with open(planfile, "rb") as fh:
-        return fh.read(64).lstrip()[:1] == b"["
+    plans, is_set = load_file(planfile)
+    click.echo(render(plans, fmt, as_list=is_set, saved=True, loaded=True), nl=False)
 
 
 @cli.command()
@@ -307,7 +312,11 @@ def _is_list(planfile: str) -> bool:
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Override the safety limits.")
 @click.option("--checksum", metavar="SHA256",
-              help="With a saved plan: the checksum it must have (from the reviewed plan).")
+              help="With a saved plan: the checksum it must have (from the reviewed plan; "
+                   "a plan set's checksum for a plan of several accounts).")
+@click.option("--expect", metavar="DIGEST",
+              help="With desired state: apply only if the fresh plan's digest (a plan "
+                   "set's, for a directory) is DIGEST, the one reviewed; exit 3 otherwise.")
 @click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
               help="How long to wait for the account lock (e.g. 1s, 2m, 1m30s).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
@@ -315,7 +324,7 @@ def _is_list(planfile: str) -> bool:
                                       "output; combine with --auto-approve).")
 @click.pass_obj
 def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: str | None,
-          lock_timeout: str, fmt: str) -> None:
+          expect: str | None, lock_timeout: str, fmt: str) -> None:
     """Apply desired state (PATH: file or directory) or exactly a saved plan (PLANFILE).
 
     With PATH: plans, shows the plan and asks for 'yes' unless --auto-approve. With a
@@ -323,10 +332,14 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
     when stale (the account changed since) or altered (checksum). Needs an actor who is
     a Decision Maker or Phone Manager of the account (exit 6 otherwise).
 
+    A saved plan made with --force applies without a second --force while the safety
+    limits it breaks are the ones it recorded.
+
     \b
     Examples:
       crctl --actor jdoe apply accounts/acme.yaml
       CRCTL_ACTOR=jdoe crctl apply acme.plan --checksum 3f5a...
+      CRCTL_ACTOR=ci-bot crctl apply accounts/ --auto-approve --expect 9c1e...
     """
     from reconciler import service
 
@@ -334,23 +347,32 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
     backend = backend_of(ctx)
     run = service.ApplyRun(backend, today(), ctx.actor, force, timeout)
 
+    raw = service.read_plan_file(path)  # None: desired state
+    saved = raw is not None
+    as_list = os.path.isdir(path)  # for a saved plan: whether the file is a plan set
+
     def show_plans(plans: list) -> None:
         if fmt == "json":
             return
         click.echo(state_header(backend), nl=False)
-        click.echo(render(plans, "text", as_list=False), nl=False)
+        click.echo(render(plans, "text", as_list=as_list or len(plans) != 1, saved=saved,
+                          loaded=saved), nl=False)
 
     try:
-        raw = service.read_plan_file(path)
         if raw is not None:
-            from reconciler.plan import parse
+            from reconciler.plan import parse_file
 
-            outcomes = run.from_plan_file(parse(path, raw, checksum), show_plans)
+            if expect:
+                raise InputError("--expect applies to desired state (it re-plans); a saved "
+                                 "plan is pinned with --checksum")
+            plans, as_list = parse_file(path, raw, checksum)
+            outcomes = run.from_plan_file(plans, show_plans)
         else:
             if checksum:
                 raise InputError("--checksum applies to a saved plan, not to a desired-state "
                                  "file")
-            outcomes = run.from_desired([path], show_plans, lambda: _confirm(auto_approve))
+            outcomes = run.from_desired([path], show_plans, lambda: _confirm(auto_approve),
+                                        expect=expect, as_list=as_list)
     except KeyboardInterrupt:
         if not run.committed:
             raise  # nothing written: exit 130
@@ -579,14 +601,20 @@ def import_(ctx: Context, account: str, out: str | None, force: bool,
 @click.argument("account")
 @click.option("--confirm", required=True, metavar="ACCOUNT",
               help="Repeat the account id to confirm.")
+@click.option("--force", is_flag=True,
+              help="Override the safety limits (an account of 10 users or more, a "
+                   "prevent_remove service).")
 @click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.pass_obj
-def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str, fmt: str) -> None:
+def terminate(ctx: Context, account: str, confirm: str, force: bool, lock_timeout: str,
+              fmt: str) -> None:
     """Terminate an account now: delete every user, the MIR mirror and ALL recordings.
 
-    Decision Maker only. Leaves a tombstone without personal data in terminated.jsonl;
+    Decision Maker only. Terminating counts as removing 100%: refused with exit 5 for an
+    account of 10 users or more (safety.max_remove_pct) or with a prevent_remove service,
+    unless --force. Leaves a tombstone without personal data in terminated.jsonl;
     re-creating the account id later needs `crctl apply --force`.
 
     \b
@@ -596,7 +624,7 @@ def terminate(ctx: Context, account: str, confirm: str, lock_timeout: str, fmt: 
     from reconciler import service
 
     outcome = service.terminate(backend_of(ctx), account, confirm, today(), ctx.actor,
-                                service.parse_duration(lock_timeout))
+                                service.parse_duration(lock_timeout), force)
     if fmt == "json":
         emit_json(outcome.to_json())
         return

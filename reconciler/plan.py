@@ -1,8 +1,14 @@
 """Plans: typed actions, the plan document (DESIGN §5), its checksum, save and load.
 
 A Plan is data only; the planner builds it, renderers show it, the applier executes it.
-The JSON document is the saved form: `checksum` is the sha256 of the canonical JSON of
-everything else, so any edit to a saved plan is detected.
+The JSON document is the saved form. Two hashes identify it (DESIGN §5):
+- `digest`: sha256 of the canonical JSON of {account, prior_state, actions, mir} only, so
+  two plans of the same change from the same state have the same digest wherever and
+  whenever they were made (`apply --expect DIGEST` re-plans and compares);
+- `checksum`: sha256 of the canonical JSON of everything else (the digest included), so
+  any edit to a saved plan is detected (`apply PLANFILE --checksum SHA`).
+A plan set (several accounts) is a JSON list; its digest and checksum are the sha256 of
+its documents' digests and checksums joined by "\n", in file order.
 """
 
 from __future__ import annotations
@@ -93,6 +99,9 @@ class Plan:
     max_remove_pct: int = 30
     created_at: str = ""
     tool_version: str = __version__
+    violations: tuple[str, ...] = ()  # the safety limits it breaks (safety.violations)
+    forced: bool = False  # made with --force: applying needs no second --force while
+    #                       the violations at apply time are these recorded ones
     checksum: str | None = field(default=None, compare=False)
 
     @property
@@ -113,20 +122,37 @@ class Plan:
     def of_kind(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.action is kind]
 
+    @property
+    def digest(self) -> str:
+        """What the plan changes, from which state: see `digest`."""
+        return digest(self._identity_part())
+
+    def _identity_part(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "prior_state": {"lineage": self.lineage, "serial": self.serial},
+            "actions": [a.to_json() for a in self.actions],
+            "mir": {"upsert": [m.to_json() for m in self.mir_upsert],
+                    "delete": [m.to_json() for m in self.mir_delete]},
+        }
+
     # -- the saved form ---------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:
+        part = self._identity_part()
         doc = {
             "format_version": FORMAT_VERSION,
             "tool_version": self.tool_version,
             "account": self.account,
             "created_at": self.created_at,
             "desired": {"path": _as_text(self.desired_path), "sha256": self.desired_sha256},
-            "prior_state": {"lineage": self.lineage, "serial": self.serial},
-            "actions": [a.to_json() for a in self.actions],
+            "prior_state": part["prior_state"],
+            "actions": part["actions"],
             "summary": self.summary(),
-            "mir": {"upsert": [m.to_json() for m in self.mir_upsert],
-                    "delete": [m.to_json() for m in self.mir_delete]},
+            "mir": part["mir"],
             "safety": {"max_remove_pct": self.max_remove_pct},
+            "violations": list(self.violations),
+            "forced": self.forced,
+            "digest": digest(part),
         }
         doc["checksum"] = checksum(doc)
         return doc
@@ -151,14 +177,86 @@ def canonical_json(doc: dict[str, Any]) -> bytes:
 
 
 def checksum(doc: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the document without its `checksum` key."""
+    """sha256 of the canonical JSON of the document without its `checksum` key (its
+    `digest` included: the checksum pins everything the file says)."""
     return hashlib.sha256(canonical_json({k: v for k, v in doc.items() if k != "checksum"}))\
         .hexdigest()
 
 
-def dumps(plans: list[Plan], *, as_list: bool) -> str:
-    """The JSON text of one plan, or of a list of plans (a directory plan)."""
-    docs = [p.to_document() for p in plans]
+IDENTITY_KEYS = ("account", "prior_state", "actions", "mir")
+
+
+def digest(doc: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the document's {account, prior_state, actions, mir}:
+    not its time, tool version, paths or safety notes, so a re-plan of the same change
+    from the same state on another machine has the same digest."""
+    return hashlib.sha256(canonical_json({k: doc[k] for k in IDENTITY_KEYS})).hexdigest()
+
+
+def set_hash(hashes: list[str]) -> str:
+    """The digest (or checksum) of a plan set: sha256 of its documents' digests (or
+    checksums) joined by "\n", in file order."""
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def plan_set(plans: list[Plan]) -> list[Plan]:
+    """The documents of a plan set: the accounts with actions or drift, in file order
+    (unchanged accounts are counted by the renderers, not listed)."""
+    return [p for p in plans if p.has_changes]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a reviewer pins: the digest (of a plan or a plan set) and, for a saved plan,
+    its checksum. `accounts` is how many documents the set holds (None: a single plan)."""
+
+    digest: str
+    checksum: str | None = None
+    accounts: int | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return self.accounts is not None
+
+    def matches_digest(self, expected: str, digests: list[str]) -> bool:
+        """`expected` is this digest, or (a set of one account) that account's own digest:
+        a file planned alone and the same file in a directory pin the same change."""
+        wanted = expected.strip().lower()
+        return wanted == self.digest or (len(digests) == 1 and wanted == digests[0])
+
+
+def identity(plans: list[Plan], *, as_list: bool, docs: list[dict[str, Any]] | None = None,
+             saved: bool = False, loaded: bool = False) -> Identity:
+    """The identity of what `dumps(plans, as_list=as_list)` holds.
+
+    `docs`: those documents when already made (their digests are used, not computed
+    again); `saved`: the plan is (or is being) saved, so its checksum is part of the
+    identity; `loaded`: the plans were read from a saved file, whose documents (and
+    verified checksums) are the set as it is, in file order."""
+    members = plans if loaded else plan_set(plans) if as_list else plans[:1]
+    checksums: list[str] | None = None
+    if docs is not None:
+        digests = [d["digest"] for d in docs]
+        checksums = [d["checksum"] for d in docs] if saved else None
+    else:
+        digests = [p.digest for p in members]
+        if saved:
+            checksums = [p.checksum or p.to_document()["checksum"] for p in members]
+    if not as_list:
+        return Identity(digests[0], checksums[0] if checksums else None)
+    return Identity(set_hash(digests), set_hash(checksums) if checksums is not None else None,
+                    len(digests))
+
+
+def documents(plans: list[Plan], *, as_list: bool) -> list[dict[str, Any]]:
+    """The documents a saved plan holds: one, or those of the plan set."""
+    return [p.to_document() for p in (plan_set(plans) if as_list else plans[:1])]
+
+
+def dumps(plans: list[Plan], *, as_list: bool,
+          docs: list[dict[str, Any]] | None = None) -> str:
+    """The JSON text of one plan, or of a plan set (a JSON list, see `plan_set`)."""
+    docs = documents(plans, as_list=as_list) if docs is None else docs
     return json.dumps(docs if as_list else docs[0], indent=2, ensure_ascii=False) + "\n"
 
 
@@ -196,45 +294,90 @@ MAX_PLAN_BYTES = 512 * 1024 * 1024
 def load(path: str, expected_checksum: str | None = None) -> list[Plan]:
     """Read a saved plan file (untrusted input): refuse malformed ones (exit 1) and altered
     ones (exit 3) before anything else looks at them."""
+    return load_file(path, expected_checksum)[0]
+
+
+def load_file(path: str, expected_checksum: str | None = None) -> tuple[list[Plan], bool]:
+    """`load`, and whether the file is a plan set (a JSON list)."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_PLAN_BYTES)
     except OSError as exc:
         raise InputError(f"{inert_text(path)}: cannot read plan file: {exc.strerror}") from None
-    return parse(path, raw, expected_checksum)
+    return parse_file(path, raw, expected_checksum)
 
 
 def parse(path: str, raw: bytes, expected_checksum: str | None = None) -> list[Plan]:
     """`load` of bytes already read from `path`: a pipe (`apply /dev/stdin`) can be read
     only once, so whoever sniffed it hands its bytes on."""
+    return parse_file(path, raw, expected_checksum)[0]
+
+
+def parse_file(path: str, raw: bytes,
+               expected_checksum: str | None = None) -> tuple[list[Plan], bool]:
+    """`parse`, and whether the plan is a plan set (a JSON list)."""
     shown = inert_text(path)  # a hostile file name must not forge lines
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InputError(f"{shown}: not a crctl plan file (invalid JSON: {exc})") from None
-    docs = data if isinstance(data, list) else [data]
+    is_set = isinstance(data, list)
+    docs = data if is_set else [data]
     if not docs:
-        raise InputError(f"{shown}: the plan file holds no plans")
-    if expected_checksum is not None and len(docs) != 1:
-        raise InputError(f"{shown}: --checksum needs a plan of a single account")
-    return [_from_document(path, doc, expected_checksum) for doc in docs]
+        return [], True  # a plan set of no account: nothing changed anywhere (plan_set)
+    plans = [_from_document(path, doc) for doc in docs]
+    if expected_checksum is not None:
+        _check_expected(shown, plans, expected_checksum, is_set)
+    return plans, is_set
 
 
-def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
+def _check_expected(shown: str, plans: list[Plan], expected: str, is_set: bool) -> None:
+    """--checksum: the plan's checksum, or a plan set's (see `set_hash`); for a set of one
+    document its own checksum too (what `show` prints of that document alone)."""
+    checksums = [p.checksum or "" for p in plans]
+    actual = set_hash(checksums) if is_set else checksums[0]
+    wanted = expected.strip().lower()
+    if wanted == actual or (is_set and len(plans) == 1 and wanted == checksums[0]):
+        return
+    what = f"the plan set's checksum ({len(plans)} accounts)" if is_set else "its checksum"
+    raise StalePlanError(f"{shown}: plan was altered: {what} {actual} does not match "
+                         f"--checksum {expected}")
+
+
+LEGACY_KEYS = ("violations", "forced", "digest")
+
+
+def _is_legacy(doc: dict[str, Any]) -> bool:
+    """A document of a crctl before plan identity: no digest, violations or forced.
+
+    It is read as one without violations that was not forced: its checksum covers the
+    same content as before, and the missing keys can only make applying it stricter (its
+    violations are checked again and need --force). Saved plans live for the length of a
+    pull request, so an upgrade of crctl between plan and merge must not strand them."""
+    return not any(k in doc for k in LEGACY_KEYS)
+
+
+def _from_document(path: str, doc: Any) -> Plan:
     shown = inert_text(path)  # a hostile file name must not forge lines
     if not isinstance(doc, dict) or "format_version" not in doc:
         raise InputError(f"{shown}: not a crctl plan file (no format_version)")
     if doc["format_version"] != FORMAT_VERSION:
         raise InputError(f"{shown}: unsupported plan format_version {doc['format_version']!r};"
                          f" this crctl reads version {FORMAT_VERSION}")
+    actual = checksum(doc)  # over the document as written, before any upgrade
+    legacy = _is_legacy(doc)
+    if legacy:
+        doc = {**doc, "violations": [], "forced": False, "digest": "0" * 64}
     _check_shape(path, doc)
-    actual = checksum(doc)
+    if legacy:
+        doc["digest"] = digest(doc)
     if doc.get("checksum") != actual:
         raise StalePlanError(f"{shown}: plan was altered: its checksum does not match its "
                              "content; make a new plan with `crctl plan --out`")
-    if expected is not None and expected.lower() != actual:
-        raise StalePlanError(f"{shown}: plan was altered: its checksum {actual} does not match "
-                             f"--checksum {expected}")
+    if doc["digest"] != digest(doc):
+        raise StalePlanError(f"{shown}: plan was altered: its digest does not match its "
+                             "account, prior state, actions and MIR mirror changes; make a "
+                             "new plan with `crctl plan --out`")
     actions = tuple(
         Action(Kind(a["action"]), a["user"], a["user_id"], a["before"], a["after"],
                tuple(a["changed"]))
@@ -254,6 +397,8 @@ def _from_document(path: str, doc: Any, expected: str | None) -> Plan:
         max_remove_pct=doc["safety"]["max_remove_pct"],
         created_at=doc["created_at"],
         tool_version=doc["tool_version"],
+        violations=tuple(doc["violations"]),
+        forced=doc["forced"],
         checksum=actual,
     )
     if doc["summary"] != plan.summary():

@@ -9,11 +9,18 @@ from reconciler.model import CurrentAccount
 from reconciler.plan import Kind, Plan
 
 MIN_USERS = 10  # below this, percentages of tiny accounts are noise
+DEFAULT_MAX_REMOVE_PCT = 30
+NAMES = 10  # users named in one sentence; the rest are counted
 
 
 def violations(plan: Plan, current: CurrentAccount, max_remove_pct: int,
                tombstones: list[dict[str, Any]] | None = None) -> list[str]:
-    """Why `plan` is refused, one sentence each (empty: it may go ahead)."""
+    """Why `plan` is refused, one sentence each (empty: it may go ahead).
+
+    The sentences depend only on the plan and the state it applies to, so a forced plan's
+    recorded violations compare equal to those found again at apply (same serial)."""
+    if plan.terminates:
+        return termination_violations(plan.account, current, max_remove_pct)
     found: list[str] = []
     users = len(current.users)
     cr_users = sum(1 for u in current.users.values() if u["call_recording"] is not None)
@@ -40,6 +47,31 @@ def violations(plan: Plan, current: CurrentAccount, max_remove_pct: int,
     return found
 
 
+def termination_violations(account: str, current: CurrentAccount,
+                           max_remove_pct: int = DEFAULT_MAX_REMOVE_PCT) -> list[str]:
+    """Terminating deletes every user and removes every CR service: it counts as removing
+    100% (for an account of at least MIN_USERS users), and a prevent_remove service
+    refuses it as it refuses its own removal (DESIGN §5)."""
+    found: list[str] = []
+    users = len(current.users)
+    if users >= MIN_USERS and max_remove_pct < 100:
+        cr_users = sum(1 for u in current.users.values() if u["call_recording"] is not None)
+        found.append(
+            f"account {account}: terminating it deletes all {users} users and removes CR "
+            f"from all {cr_users} CR users (100%), more than safety.max_remove_pct = "
+            f"{max_remove_pct}%")
+    kept = sorted(u["username"] for u in current.users.values()
+                  if u["call_recording"] is not None and u["call_recording"]["prevent_remove"])
+    if kept:
+        names = ", ".join(kept[:NAMES]) + (f" and {len(kept) - NAMES} more"
+                                           if len(kept) > NAMES else "")
+        found.append(
+            f"account {account}: terminating it removes CR from "
+            f"{'a user' if len(kept) == 1 else f'{len(kept)} users'} with prevent_remove: "
+            f"true ({names}); set prevent_remove: false and apply first")
+    return found
+
+
 def _share(count: int, total: int, limit: int) -> str:
     """count/total as a percentage with as few decimals as show it above `limit`.
 
@@ -54,7 +86,14 @@ def _share(count: int, total: int, limit: int) -> str:
     return f"{float(share):.12f}"  # pragma: no cover - beyond any real account size
 
 
-def refusal(found: list[str]) -> str:
+def refusal(found: list[str], forced: list[str] | None = None) -> str:
+    """The exit-5 message. `forced`: the violations a forced saved plan recorded, which
+    are allowed; `found` are those beyond them."""
     lines = "\n".join(f"  - {v}" for v in found)
-    return f"Refused by a safety limit:\n{lines}\nReview the plan; rerun with --force to " \
-           "override."
+    if forced is None:
+        return f"Refused by a safety limit:\n{lines}\nReview the plan; rerun with --force " \
+               "to override."
+    past = f"past {len(forced)} other limit(s) only" if forced else "past no limit"
+    return (f"Refused by a safety limit not recorded in the forced plan:\n{lines}\n"
+            f"The plan was forced {past}; make a new plan and review it, or rerun with "
+            "--force to override.")

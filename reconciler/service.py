@@ -30,6 +30,7 @@ from reconciler.loader import printable
 from reconciler.model import CurrentAccount, DesiredAccount, Mirror
 from reconciler.plan import MAX_PLAN_BYTES, Action, Kind, Plan
 from reconciler.planner import make_plan
+from reconciler.render.common import counted
 from reconciler.runtime import default_who, now_iso
 from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
@@ -67,15 +68,58 @@ def plan_one(backend: Backend, desired: DesiredAccount, today: str) -> Planned:
     current = backend.read_account(desired.account)
     mirror = backend.read_mirror(desired.account)
     plan = make_plan(desired, current, mirror, today, created_at=now_iso())
-    found = safety.violations(plan, current, plan.max_remove_pct,
-                              backend.tombstones(desired.account))
-    return Planned(plan, current, mirror, tuple(found))
+    found = tuple(safety.violations(plan, current, plan.max_remove_pct,
+                                    backend.tombstones(desired.account)))
+    return Planned(replace(plan, violations=found), current, mirror, found)
 
 
 def enforce(planned: list[Planned], force: bool) -> None:
-    found = [v for p in planned for v in p.violations]
-    if found and not force:
-        raise SafetyLimitError(safety.refusal(found))
+    """Exit 5 for the safety limits `planned` breaks, unless --force. A forced saved plan
+    (`plan.forced`) carries the violations its reviewers saw: only others refuse it."""
+    if force:
+        return
+    found: list[str] = []
+    allowed: list[str] = []
+    forced = False
+    for p in planned:
+        recorded = p.plan.violations if p.plan.forced else ()
+        forced = forced or p.plan.forced
+        allowed.extend(recorded)
+        found.extend(v for v in p.violations if v not in recorded)
+    if found:
+        raise SafetyLimitError(safety.refusal(found, allowed if forced else None))
+
+
+def expect_digest(plans: list[Plan], expected: str, *, as_list: bool) -> None:
+    """`apply --expect DIGEST`: the fresh plan must be the reviewed one (exit 3 otherwise).
+
+    Only the reviewed digest is known here, not its actions, so the refusal names what
+    the fresh plan is, account by account (serial, digest, summary): set beside the
+    reviewed comment, it shows which accounts moved on."""
+    from reconciler.plan import identity, plan_set
+    from reconciler.render.common import summary_line
+
+    fresh = identity(plans, as_list=as_list)
+    members = plan_set(plans) if as_list else plans[:1]
+    digests = [p.digest for p in members]
+    if fresh.matches_digest(expected, digests):
+        return
+    what = f"plan set of {counted(len(members), 'account')}" if as_list else "plan"
+    lines: list[str] = [f"the fresh {what} has digest {fresh.digest}, not --expect "
+             f"{printable(expected)}: the state or the desired files changed since the "
+             "plan was reviewed. The fresh plan:"]
+    for p in members[:EXPECT_ACCOUNTS]:
+        serial = f"serial {p.serial}" if p.lineage else "new account"
+        lines.append(f"  {p.account} ({serial}, digest {p.digest}): {summary_line(p)}")
+    if len(members) > EXPECT_ACCOUNTS:
+        lines.append(f"  ... and {len(members) - EXPECT_ACCOUNTS} more accounts")
+    if not members:
+        lines.append("  no account has changes")
+    lines.append("Plan again, review the new plan, and apply with its digest.")
+    raise StalePlanError("\n".join(lines))
+
+
+EXPECT_ACCOUNTS = 20
 
 
 def parse_duration(text: str) -> float:
@@ -151,7 +195,9 @@ class ApplyRun:
         self.to_apply: list[str] = []  # the accounts with changes, once confirmed
 
     def from_desired(self, paths: list[str], show: Callable[[list[Plan]], None],
-                     confirm: Callable[[], bool]) -> list[Outcome]:
+                     confirm: Callable[[], bool], expect: str | None = None,
+                     as_list: bool = False) -> list[Outcome]:
+        """`expect`: the digest the fresh plan must have (of the plan set when `as_list`)."""
         desired = load_all(paths, self.today)
         accounts = [d.account for d in desired]
         with locked(self.backend, accounts, self.actor, "apply", self.lock_timeout):
@@ -159,6 +205,8 @@ class ApplyRun:
             for p in planned:
                 if p.plan.has_changes:
                     check_actor(p.plan, p.current, self.actor)
+            if expect is not None:
+                expect_digest([p.plan for p in planned], expect, as_list=as_list)
             enforce(planned, self.force)
             show([p.plan for p in planned])
             if not any(p.plan.has_changes for p in planned):
@@ -337,9 +385,13 @@ def read_existing(backend: Backend, account: str) -> CurrentAccount:
 
 
 def terminate(backend: Backend, account: str, confirm: str, today: str, actor: str | None,
-              lock_timeout: float) -> Outcome:
+              lock_timeout: float, force: bool = False) -> Outcome:
     """Terminate now: Decision Maker only; deletes the account, its MIR mirror with every
-    recording, its audit log, backups and lock, and leaves a tombstone."""
+    recording, its audit log, backups and lock, and leaves a tombstone.
+
+    The safety limits of a planned termination apply (exit 5 unless `force`): removing
+    100% of an account of 10 users or more, and any prevent_remove service. The state
+    keeps no safety settings, so the limit is the default max_remove_pct."""
     check_account_id(account)
     if confirm != account:
         raise InputError(f"--confirm must repeat the account id: --confirm {account}")
@@ -350,6 +402,8 @@ def terminate(backend: Backend, account: str, confirm: str, today: str, actor: s
                     lineage=current.lineage, serial=current.serial, actions=(
                         Action(Kind.TERMINATE_ACCOUNT, None, None, None, None),))
         check_actor(plan, current, actor, "terminate")
+        found = tuple(safety.termination_violations(account, current))
+        enforce([Planned(plan, current, mirror, found)], force)
         return Applier(backend, today, actor or "", "terminate").apply(plan, current, mirror)
 
 

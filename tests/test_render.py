@@ -163,7 +163,8 @@ def test_cli_text_output_has_no_escape_codes_and_ends_with_the_final_line(
 # -- JSON: the plan document ---------------------------------------------------------------------
 
 TOP_KEYS = {"format_version", "tool_version", "account", "created_at", "desired",
-            "prior_state", "actions", "summary", "mir", "checksum"}
+            "prior_state", "actions", "summary", "mir", "checksum", "digest", "violations",
+            "forced"}
 SUMMARY_KEYS = {"enable", "change", "remove", "add_user", "update_user", "delete_user",
                 "terminate_account"}
 
@@ -263,13 +264,23 @@ def test_saved_plan_equals_printed_json(tmp_path: Path) -> None:
     check_document(json.loads(saved.read_text()))
     # --out always saves JSON, whatever --format prints
     md = crctl("plan", ACME, "--format", "markdown", "--out", saved, state=tmp_path / "s")
-    assert md.stdout.startswith("### crctl plan")
+    assert body(md.stdout).startswith("### crctl plan")
     check_document(json.loads(saved.read_text()))
 
 
 # -- markdown ------------------------------------------------------------------------------------
 
 ROW_CELL = re.compile(r"(?<!\\)\|")
+PREAMBLE = re.compile(r"<!-- crctl-plan digest=[0-9a-f]{64} -->\n(?:>.*\n)*\n?"
+                      r"`Digest[^\n]*`\n\n")
+
+
+def body(md: str) -> str:
+    """A markdown plan without its preamble (marker line, safety call-out, digest), which
+    test_plan_identity.py tests; the accounts follow it."""
+    found = PREAMBLE.match(md)
+    assert found, md[:500]
+    return md[found.end():]
 
 
 def check_tables(md: str) -> None:
@@ -296,7 +307,7 @@ def check_details(md: str) -> None:
 
 
 def test_markdown_layout() -> None:
-    md = markdown.render_all([every_kind_plan("acme")])
+    md = body(markdown.render_all([every_kind_plan("acme")]))
     lines = md.splitlines()
     assert lines[0] == "### crctl plan: `acme`"
     first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
@@ -389,7 +400,7 @@ def test_markdown_of_a_huge_plan_fits_in_a_comment(tmp_path: Path) -> None:
     assert len(md) < GITHUB_LIMIT
     check_tables(md)
     check_details(md)
-    assert md.splitlines()[2] == "| Action | Count |"
+    assert body(md).splitlines()[2] == "| Action | Count |"
     assert "**CR removed from 1000 users:**" in md and "and 980 more" in md
     assert "**Deleted 1000 users:**" in md
     assert ("**Plan: 1000 to enable, 1000 to change, 1000 to remove; 1000 users to add, "
@@ -403,7 +414,8 @@ def test_markdown_of_a_huge_plan_fits_in_a_comment(tmp_path: Path) -> None:
     # the saved plan renders the same comment; text shows every action
     assert crctl("show", saved, "--format", "markdown").stdout == md
     text_out = crctl("show", saved).stdout
-    assert sum(1 for line in text_out.splitlines() if line.startswith("  ")) == total
+    actions = text_out.split("\nAccount ", 1)[1]  # after the safety limits it was forced past
+    assert sum(1 for line in actions.splitlines() if line.startswith("  ")) == total
 
 
 def test_markdown_of_a_large_new_account(tmp_path: Path) -> None:
@@ -459,7 +471,7 @@ def test_markdown_overview_of_a_thousand_accounts() -> None:
     assert len(md) < GITHUB_LIMIT, len(md)
     check_tables(md)
     check_details(md)
-    lines = md.splitlines()
+    lines = body(md).splitlines()
     assert lines[0] == "### crctl plan: 1000 accounts"
     assert lines[2] == "| Action | All accounts |"
     assert "| Accounts to terminate | 4 |" in lines and "| CR to remove | 664 |" in lines
@@ -484,7 +496,7 @@ def test_markdown_size_at_every_count_of_accounts_near_the_switch() -> None:
     plans = [every_kind_plan(f"account-{i:03d}") for i in range(160)]
     modes = set()
     for n in range(130, 161):
-        md = markdown.render_all(plans[:n])
+        md = body(markdown.render_all(plans[:n]))
         assert len(md) < GITHUB_LIMIT, n
         check_tables(md)
         check_details(md)

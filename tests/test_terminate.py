@@ -97,7 +97,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A second apply of acme leaves portal/acme.json.backup behind.
     edited = root / "edited" / "acme.yaml"
     edited.parent.mkdir()
-    edited.write_text(acme.read_text().replace("location: Toronto", "location: Kanata"))
+    # It also clears jdoe's prevent_remove, which would refuse every termination (DESIGN
+    # §5; test_plan_identity.py tests that refusal).
+    edited.write_text(acme.read_text().replace("location: Toronto", "location: Kanata")
+                      .replace("prevent_remove: true", "prevent_remove: false"))
     result = crctl("apply", edited, "--auto-approve", state=state, actor="jdoe")
     assert result.returncode == 0, result.stderr
     add_recordings(state, "acme", RECORDINGS)
@@ -395,9 +398,11 @@ def test_recreating_a_terminated_account_needs_force(terminated: Setup) -> None:
     assert "--force" in result.stderr
     assert s.files() == before
 
+    # A plan refused by the limit is still saved (for review), but not forced: applying
+    # it needs --force (a forced one would not: test_plan_identity.py).
     planfile = s.root / "recreate.plan"
-    result = crctl("plan", s.acme, "--force", "--out", planfile, state=s.state)
-    assert result.returncode == 0, result.stderr
+    result = crctl("plan", s.acme, "--out", planfile, state=s.state)
+    assert result.returncode == 5, result.stderr
     result = crctl("apply", planfile, state=s.state, actor="jdoe")
     assert result.returncode == 5, result.stdout + result.stderr
     assert s.files() == before
@@ -434,8 +439,8 @@ def test_an_old_creation_plan_is_refused_after_termination(setup: Setup,
     planfile = tmp_path / "create.plan"
     assert crctl("plan", setup.acme, "--out", planfile, state=state).returncode == 0
     assert crctl("apply", planfile, state=state, actor="jdoe").returncode == 0
-    assert crctl("terminate", "acme", "--confirm", "acme", state=state,
-                 actor="jdoe").returncode == 0
+    assert crctl("terminate", "acme", "--confirm", "acme", "--force", state=state,
+                 actor="jdoe").returncode == 0  # --force: jdoe's prevent_remove
     before = snapshot(state)
     result = crctl("apply", planfile, state=state, actor="jdoe")
     # applied once already, so stale (3) with or without --force (DESIGN §5)
@@ -450,8 +455,8 @@ def test_an_applied_creation_plan_does_not_apply_again_after_termination(
     planfile = tmp_path / "create.plan"
     assert crctl("plan", setup.acme, "--out", planfile, state=state).returncode == 0
     assert crctl("apply", planfile, state=state, actor="jdoe").returncode == 0
-    assert crctl("terminate", "acme", "--confirm", "acme", state=state,
-                 actor="jdoe").returncode == 0
+    assert crctl("terminate", "acme", "--confirm", "acme", "--force", state=state,
+                 actor="jdoe").returncode == 0  # --force: jdoe's prevent_remove
     before = snapshot(state)
     result = crctl("apply", planfile, "--force", state=state, actor="jdoe")
     assert result.returncode == 3, result.stdout + result.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler.inert import inert_text
 from reconciler.model import product_name
-from reconciler.plan import Action, Kind, Plan
+from reconciler.plan import Action, Identity, Kind, Plan
 
 VERBS = {
     Kind.CREATE_ACCOUNT: "create account",
@@ -123,3 +123,29 @@ def describe(action: Action, quote: Quote = inert_text, arrow: str = "->") -> st
         return (f"{quote(str(u.get('first_name')))} {quote(str(u.get('last_name')))}, "
                 f"ext {quote(str(u.get('extension')))}, {quote(str(u.get('profile')))}")
     return changes_text(action, quote=quote, arrow=arrow)
+
+
+def all_violations(plans: list[Plan]) -> tuple[list[str], bool]:
+    """Every safety limit the plans break, and whether all plans that break one were
+    forced (made with --force)."""
+    found = [v for p in plans for v in p.violations]
+    forced = all(p.forced for p in plans if p.violations)
+    return found, forced
+
+
+def violations_title(count: int, forced: bool) -> str:
+    """The heading of the violations called out before a plan (text and markdown)."""
+    limits = "safety limit" if count == 1 else f"{count} safety limits"
+    if forced:
+        return f"Forced past {'a ' if count == 1 else ''}{limits} (planned with --force)"
+    return f"Refused by {'a ' if count == 1 else ''}{limits} (--force overrides)"
+
+
+def identity_lines(ident: Identity) -> list[str]:
+    """`Digest: ...` (of the plan set, when it is one) and the saved plan's `Checksum:`."""
+    of = f" of the plan set ({counted(ident.accounts or 0, 'account')})" \
+        if ident.is_set else ""
+    lines = [f"Digest{of}: {ident.digest}"]
+    if ident.checksum:
+        lines.append(f"Checksum{of}: {ident.checksum} (saved plan)")
+    return lines

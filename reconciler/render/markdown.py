@@ -10,8 +10,15 @@ and where to see them (`crctl show PLANFILE`).
 from __future__ import annotations
 
 from reconciler.inert import inert_markdown, markdown_code
-from reconciler.plan import Action, Kind, Plan
-from reconciler.render.common import counted, describe, summary_line
+from reconciler.plan import Action, Identity, Kind, Plan, identity
+from reconciler.render.common import (
+    all_violations,
+    counted,
+    describe,
+    identity_lines,
+    summary_line,
+    violations_title,
+)
 
 LIMIT = 65_536
 RESERVE = 400  # room for the truncation note
@@ -73,22 +80,55 @@ def _row(action: Action) -> str:
     return f"| {who} | {describe(action, inert_markdown, ARROW)} |"
 
 
-def render_all(plans: list[Plan]) -> str:
+def render_all(plans: list[Plan], ident: Identity | None = None) -> str:
     """One comment for all plans, under GitHub's size limit, rows never cut.
 
-    Every account's summary table, call-outs and final line come first; detail rows are
-    added while they fit. When even those essentials of every account do not fit (a
-    directory of hundreds of accounts), the comment becomes an overview instead: see
-    `_overview`.
+    The preamble comes first and is never dropped: the marker line bots find the sticky
+    comment by, the safety limits broken (`> [!CAUTION]`) and the digest (and a saved
+    plan's checksum) reviewers pin. Then every account's summary table, call-outs and
+    final line; detail rows are added while they fit. When even those essentials of
+    every account do not fit (a directory of hundreds of accounts), the accounts become
+    an overview instead: see `_overview`.
     """
+    if ident is None:
+        ident = identity(plans, as_list=len(plans) != 1)
+    preamble = _preamble(plans, ident)
+    return preamble + _accounts(plans, LIMIT - len(preamble))
+
+
+def _preamble(plans: list[Plan], ident: Identity) -> str:
+    out = [f"<!-- crctl-plan digest={ident.digest} -->"]
+    found, forced = all_violations(plans)
+    if found:
+        out += ["> [!CAUTION]", f"> **{inert_markdown(violations_title(len(found), forced))}:**"]
+        used = 0
+        for index, violation in enumerate(found):
+            line = f"> - {inert_markdown(violation)}"
+            if used + len(line) > VIOLATIONS_BUDGET:
+                out.append(f"> - ... and {len(found) - index} more; `crctl show PLANFILE` "
+                           "lists them all")
+                break
+            out.append(line)
+            used += len(line) + 1
+        out.append("")
+    out += [" · ".join(f"`{line}`" for line in identity_lines(ident)), "", ""]
+    return "\n".join(out)
+
+
+VIOLATIONS_BUDGET = 16_000  # the rest of the comment keeps room for the accounts
+
+
+def _accounts(plans: list[Plan], limit: int) -> str:
     heads = ["\n".join(_head(p)) for p in plans]
     tails = [f"**{final_line(p)}**\n" for p in plans]
+    if not plans:
+        return "No changes. The plan set holds no account with changes.\n"
     # Each account is head + "\n" + [body + "\n"] + tail; accounts are joined by "\n".
     essentials = sum(len(h) + 1 + len(t) for h, t in zip(heads, tails, strict=True))
     essentials += len(plans) - 1
-    if len(plans) > 1 and essentials > LIMIT - RESERVE:
-        return _overview(plans, heads, tails)
-    budget = LIMIT - RESERVE - essentials
+    if len(plans) > 1 and essentials > limit - RESERVE:
+        return _overview(plans, heads, tails, limit)
+    budget = limit - RESERVE - essentials
     omitted = 0
     bodies: list[str] = []
     for plan in plans:
@@ -141,7 +181,7 @@ def render_all(plans: list[Plan]) -> str:
 OVERVIEW_RESERVE = 3_000  # the closing note, with up to CALLOUT_NAMES account names
 
 
-def _overview(plans: list[Plan], heads: list[str], tails: list[str]) -> str:
+def _overview(plans: list[Plan], heads: list[str], tails: list[str], limit: int) -> str:
     """The comment for more accounts than fit: totals of all accounts first, terminations
     and removals called out by account, then whole account sections (table, call-outs,
     final line; no details) while they fit, and a note naming the accounts left out.
@@ -150,7 +190,7 @@ def _overview(plans: list[Plan], heads: list[str], tails: list[str]) -> str:
     changes, then accounts without changes) and shown in the order given.
     """
     top = _totals(plans)
-    budget = LIMIT - OVERVIEW_RESERVE - len(top)
+    budget = limit - OVERVIEW_RESERVE - len(top)
     by_risk = sorted(range(len(plans)), key=lambda i: _risk(plans[i]))
     shown: set[int] = set()
     for i in by_risk:

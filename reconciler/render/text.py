@@ -9,13 +9,23 @@ from __future__ import annotations
 import click
 
 from reconciler.inert import inert_text
-from reconciler.plan import Plan
-from reconciler.render.common import SIGNS, VERBS, describe, summary_line
+from reconciler.plan import Identity, Plan
+from reconciler.render.common import (
+    SIGNS,
+    VERBS,
+    all_violations,
+    describe,
+    identity_lines,
+    summary_line,
+    violations_title,
+)
 
 COLORS = {"+": "green", "~": "yellow", "-": "red"}
 
 
-def render(plan: Plan, *, color: bool = False) -> str:
+def render(plan: Plan, *, color: bool = False, footer: list[str] | None = None) -> str:
+    """One account; `footer` lines (its identity) go just above the summary line, which
+    stays the last line (DESIGN §5)."""
     lines: list[str] = []
     header = f"Account {inert_text(plan.account)}"
     header += f" (serial {plan.serial})" if plan.lineage else " (new)"
@@ -42,9 +52,26 @@ def render(plan: Plan, *, color: bool = False) -> str:
             lines.append(inert_text(f"  - delete {change.username or change.user_id} "
                                     f"({change.user_id}): {change.reason}"))
     lines.append("")
+    lines.extend(footer or ())
     lines.append(click.style(summary_line(plan), bold=True) if color else summary_line(plan))
     return "\n".join(lines) + "\n"
 
 
-def render_all(plans: list[Plan], *, color: bool = False) -> str:
-    return "\n".join(render(p, color=color) for p in plans)
+def render_all(plans: list[Plan], *, color: bool = False,
+               ident: Identity | None = None) -> str:
+    """The safety limits broken first, then every account; the digest (and a saved plan's
+    checksum) above a single plan's summary line, or after the last account of a set."""
+    found, forced = all_violations(plans)
+    head = ""
+    if found:
+        title = violations_title(len(found), forced) + ":"
+        head = "\n".join([click.style(title, fg="red", bold=True) if color else title,
+                          *(inert_text(f"  - {v}") for v in found)]) + "\n\n"
+    if ident is None:
+        return head + "\n".join(render(p, color=color) for p in plans)
+    if not ident.is_set:
+        return head + render(plans[0], color=color, footer=identity_lines(ident))
+    body = "\n".join(render(p, color=color) for p in plans)
+    if not plans:
+        body = "No changes. The plan set holds no account with changes.\n"
+    return head + body + "\n" + "\n".join(identity_lines(ident)) + "\n"
