@@ -103,6 +103,9 @@ class Plan:
     forced: bool = False  # made with --force: applying needs no second --force while
     #                       the violations at apply time are these recorded ones
     checksum: str | None = field(default=None, compare=False)
+    # the digest once computed: a plan of 100,000 actions is rendered and saved, and each
+    # pass over its actions costs (init=False: `replace` starts a new one)
+    _memo: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def has_changes(self) -> bool:
@@ -125,7 +128,9 @@ class Plan:
     @property
     def digest(self) -> str:
         """What the plan changes, from which state: see `digest`."""
-        return digest(self._identity_part())
+        if "digest" not in self._memo:
+            self._memo["digest"] = digest(self._identity_part())
+        return self._memo["digest"]
 
     def _identity_part(self) -> dict[str, Any]:
         return {
@@ -152,7 +157,7 @@ class Plan:
             "safety": {"max_remove_pct": self.max_remove_pct},
             "violations": list(self.violations),
             "forced": self.forced,
-            "digest": digest(part),
+            "digest": self._memo.get("digest") or digest(part),
         }
         doc["checksum"] = checksum(doc)
         return doc

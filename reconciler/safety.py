@@ -19,7 +19,7 @@ def violations(plan: Plan, current: CurrentAccount, max_remove_pct: int,
 
     The sentences depend only on the plan and the state it applies to, so a forced plan's
     recorded violations compare equal to those found again at apply (same serial)."""
-    if plan.terminates:
+    if plan.terminates and len(plan.actions) == 1:  # else the applier refuses it (exit 3)
         return termination_violations(plan.account, current, max_remove_pct)
     found: list[str] = []
     users = len(current.users)

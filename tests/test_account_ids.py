@@ -42,9 +42,13 @@ def plan_checksum(doc: dict[str, Any]) -> str:
 
 
 def with_account(doc: dict[str, Any], account: str) -> dict[str, Any]:
-    """A saved plan whose account was edited, with its checksum redone to match."""
+    """A saved plan whose account was edited, with its digest and checksum redone to
+    match."""
     edited = {**doc, "account": account}
     edited.pop("checksum", None)
+    part = {k: edited[k] for k in ("account", "prior_state", "actions", "mir")}
+    edited["digest"] = hashlib.sha256(json.dumps(
+        part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     edited["checksum"] = plan_checksum(edited)
     return edited
 
