@@ -131,7 +131,7 @@ def test_plan_made_before_account_existed_not_reapplied_after_termination(
     gone = tmp_path / "terminate" / "acme.yaml"
     gone.parent.mkdir()
     gone.write_text("account: acme\nterminate: true\n", encoding="utf-8")
-    apply_ok(state, gone)
+    apply_ok(state, gone, "jdoe", "--force")  # --force: jdoe's prevent_remove (DESIGN §5)
     assert not (state / "portal" / "acme.json").exists()
     before = snapshot(state)
 

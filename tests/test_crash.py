@@ -379,12 +379,14 @@ def test_crash_in_the_middle_of_a_termination(small: dict[str, Any], tmp_path: P
     files left parse, plan works, and running terminate again finishes the job."""
     state = tmp_path / "state"
     shutil.copytree(small["state"], state)
-    crash_at("mid-terminate", state, None, "terminate", ACCOUNT, "--confirm", ACCOUNT)
+    crash_at("mid-terminate", state, None, "terminate", ACCOUNT, "--confirm", ACCOUNT,
+             "--force")  # --force: a termination counts as removing 100% (DESIGN §5)
     check_files(state, {small["base_users"]}, "mid-terminate")
     r = crctl("plan", str(small["base"]), "--detailed-exitcode", state=state)
     # the account file is still there, its mirror is gone: the drift is a change (§6)
     assert r.returncode == 2, r.stdout + r.stderr
-    r = crctl("terminate", ACCOUNT, "--confirm", ACCOUNT, "--lock-timeout", "1s", state=state)
+    r = crctl("terminate", ACCOUNT, "--confirm", ACCOUNT, "--force", "--lock-timeout", "1s",
+              state=state)
     assert r.returncode == 0, r.stderr
     assert not (state / "portal" / f"{ACCOUNT}.json").exists()
     tombstones = [json.loads(line) for line in

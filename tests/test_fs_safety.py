@@ -94,7 +94,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "sync": ("sync", "acme", "--lock-timeout", "2s"),
     "users": ("users", "acme"),
     "import": ("import", "acme"),
-    "terminate": ("terminate", "acme", "--confirm", "acme", "--lock-timeout", "2s"),
+    "terminate": ("terminate", "acme", "--confirm", "acme", "--force",  # prevent_remove
+                  "--lock-timeout", "2s"),
     "force-unlock": ("force-unlock", "acme", "00000000-0000-0000-0000-000000000000"),
 }
 
@@ -277,7 +278,8 @@ def test_new_state_directories_and_files_are_private(tmp_path: Path) -> None:
     r = crctl("plan", "d/acme.yaml", "--out", "acme.plan", state=work / "state", cwd=work, umask=0)
     assert r.returncode == 0, r.stderr
     assert mode(work / "acme.plan") == 0o600
-    r = crctl("terminate", "acme", "--confirm", "acme", state=work / "state", cwd=work, umask=0)
+    r = crctl("terminate", "acme", "--confirm", "acme", "--force", state=work / "state",
+              cwd=work, umask=0)
     assert r.returncode == 0, r.stderr
     assert mode(state / "terminated.jsonl") == 0o600
 

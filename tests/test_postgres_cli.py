@@ -136,7 +136,7 @@ def test_termination_leaves_nothing_in_a_pg_dump(pg_server, pg_database: Callabl
                    "\"caller\": \"+16135559876\"}')", database)
     secrets = [b"jane.doe@acme.example", b"Alice", b"+16135550101", b"2103", b"+16135559876"]
     assert all(s in pg_server.dump(database) for s in secrets)
-    gone = crctl(url, "terminate", "acme", "--confirm", "acme")
+    gone = crctl(url, "terminate", "acme", "--confirm", "acme", "--force")  # prevent_remove
     assert gone.returncode == 0, gone.stderr
     assert "1 recording" in gone.stdout
     dump = pg_server.dump(database)

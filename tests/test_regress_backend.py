@@ -273,7 +273,7 @@ def test_json_output_of_validate_sync_and_terminate(tmp_path: Path) -> None:
     applied = run(state, "apply", str(EXAMPLE_ACME), "--auto-approve", "--format", "json",
                   actor="jdoe")
     assert json.loads(applied.stdout) == {"applied": [], "changed": False}
-    gone = run(state, "terminate", "acme", "--confirm", "acme", "--format", "json",
+    gone = run(state, "terminate", "acme", "--confirm", "acme", "--force", "--format", "json",
                actor="jdoe")
     assert json.loads(gone.stdout)["terminated"]["users"] == 4
 
