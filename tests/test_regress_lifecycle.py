@@ -301,7 +301,11 @@ def test_a_forged_update_account_plan_is_refused(state: Path, tmp_path: Path, si
     edited = json.loads(saved.read_text())
     first.unlink()  # no desired file to re-plan from: the applier's own check refuses it
     edited["actions"][0][side] = value
-    body = {k: v for k, v in edited.items() if k != "checksum"}  # re-signed, as a forger would
+    # re-signed, as a forger would: the digest (DESIGN §5), then the checksum
+    part = {k: edited[k] for k in ("account", "prior_state", "actions", "mir")}
+    edited["digest"] = hashlib.sha256(json.dumps(
+        part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    body = {k: v for k, v in edited.items() if k != "checksum"}
     edited["checksum"] = hashlib.sha256(json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     saved.write_text(json.dumps(edited))
