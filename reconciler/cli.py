@@ -244,7 +244,9 @@ def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there are no changes, 2 when there are.")
-@click.option("--force", is_flag=True, help="Override the safety limits.")
+@click.option("--force", is_flag=True,
+              help="Override the safety limits; the plan records them (forced) and applies "
+                   "without a second --force.")
 @click.pass_obj
 def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: bool,
          force: bool) -> None:

@@ -406,6 +406,7 @@ def _from_document(path: str, doc: Any) -> Plan:
         forced=doc["forced"],
         checksum=actual,
     )
+    plan._memo["digest"] = doc["digest"]  # verified above: no second pass to render it
     if doc["summary"] != plan.summary():
         raise StalePlanError(f"{shown}: plan was altered: its summary does not match its "
                              "actions")

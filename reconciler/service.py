@@ -207,8 +207,8 @@ class ApplyRun:
                     check_actor(p.plan, p.current, self.actor)
             if expect is not None:
                 expect_digest([p.plan for p in planned], expect, as_list=as_list)
+            show([p.plan for p in planned])  # a refused plan too: the log shows it
             enforce(planned, self.force)
-            show([p.plan for p in planned])
             if not any(p.plan.has_changes for p in planned):
                 return []
             if not confirm():
@@ -232,8 +232,8 @@ class ApplyRun:
                 self._check_not_altered(p)
                 found = safety.violations(p, current, p.max_remove_pct, tombstones)
                 planned.append(Planned(p, current, mirror, tuple(found)))
-            enforce(planned, self.force)
             show(plans)
+            enforce(planned, self.force)
             return self._apply_all(planned)
 
     def _check_not_altered(self, plan: Plan) -> None:

@@ -396,7 +396,8 @@ def test_checksum_option_mismatch(work: Path) -> None:
 
 
 def test_checksum_option_on_a_list_plan_needs_the_sets_checksum(work: Path) -> None:
-    """--checksum of a plan set is the set's (DESIGN §5), not one document's."""
+    """--checksum of a plan set is the set's (DESIGN §5; test_plan_identity.py), not one
+    document's."""
     doc = plan_doc(work)
     apply_refused(work, dump([doc, doc]), 3, "--checksum", doc["checksum"],
                   words=("plan set",))

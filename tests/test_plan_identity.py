@@ -439,6 +439,9 @@ def test_prevent_remove_refuses_a_termination_everywhere(state: Path, tmp_path: 
         assert result.returncode == 5, (args, result.stdout + result.stderr)
         assert "prevent_remove" in result.stderr and "jdoe" in result.stderr, args
         assert "--force" in result.stderr
+        if args[0] != "terminate":  # the refused plan is printed, violations first
+            assert result.stdout.index("Refused by a safety limit") < \
+                result.stdout.index("terminate account"), args
         assert snapshot(state) == before, args
     result = crctl("terminate", "acme", "--confirm", "acme", "--force", state=state,
                    actor="jdoe")

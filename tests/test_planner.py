@@ -574,7 +574,8 @@ def test_removing_cr_from_too_many_users_is_refused(world: World) -> None:
     desired = without_cr(users, "m01", "m02", "m03", "m04")
     result = world.plan_cli(desired)
     assert result.returncode == 5, result.stderr
-    assert result.stdout == ""
+    assert result.stdout.startswith("State: ")  # printed in full for review (DESIGN §5)
+    assert "Refused by a safety limit" in result.stdout
     err = result.stderr
     assert "safety.max_remove_pct" in err
     assert "4 of 10 CR users" in err and "40%" in err and "30%" in err
@@ -710,7 +711,9 @@ def test_recreating_a_terminated_account_needs_force(acme: World) -> None:
     assert "terminated" in result.stderr and "--force" in result.stderr
     forced = crctl("plan", again, "--force", "--detailed-exitcode", state=acme.state)
     assert forced.returncode == 2, forced.stderr
-    assert forced.stdout.splitlines()[2].startswith("  + create account")
+    lines = forced.stdout.splitlines()
+    assert lines[1].startswith("Forced past a safety limit")  # called out first (DESIGN §5)
+    assert lines[lines.index("Account acme (new)") + 1].startswith("  + create account")
 
 
 def test_refusal_shows_a_share_above_the_limit() -> None:
