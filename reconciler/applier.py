@@ -123,7 +123,7 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now:
     by_name = {u["username"]: uid for uid, u in users.items()}
     audit: list[dict[str, Any]] = []
     stamp = now
-    plan_checksum = plan.checksum or plan.to_document()["checksum"]
+    plan_checksum = plan.checksum or plan.document_checksum()
     # a rename is an update_user, applied after a remove of the same user that already
     # names the user by the new name (the plan shows each user under one name)
     renamed_to = {a.user_id: a.user for a in plan.of_kind(Kind.UPDATE_USER)}

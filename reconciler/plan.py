@@ -103,9 +103,10 @@ class Plan:
     forced: bool = False  # made with --force: applying needs no second --force while
     #                       the violations at apply time are these recorded ones
     checksum: str | None = field(default=None, compare=False)
-    # the digest once computed: a plan of 100,000 actions is rendered and saved, and each
-    # pass over its actions costs (init=False: `replace` starts a new one)
-    _memo: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # the canonical JSON of the actions and the digest, once computed: a plan of 100,000
+    # actions is rendered, saved and applied, and each pass over them costs (init=False:
+    # `replace` starts a new memo)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def has_changes(self) -> bool:
@@ -129,38 +130,62 @@ class Plan:
     def digest(self) -> str:
         """What the plan changes, from which state: see `digest`."""
         if "digest" not in self._memo:
-            self._memo["digest"] = digest(self._identity_part())
-        return self._memo["digest"]
+            self._memo["digest"] = hashlib.sha256(_compose(self._identity_parts())).hexdigest()
+        return str(self._memo["digest"])
 
-    def _identity_part(self) -> dict[str, Any]:
+    def _identity_parts(self) -> dict[str, bytes]:
+        """The canonical JSON of each of IDENTITY_KEYS, the actions serialised once."""
+        parts: dict[str, bytes] | None = self._memo.get("parts")
+        if parts is None:
+            parts = {
+                "account": canonical_json(self.account),
+                "prior_state": canonical_json({"lineage": self.lineage,
+                                               "serial": self.serial}),
+                "actions": canonical_json([a.to_json() for a in self.actions]),
+                "mir": canonical_json(self._mir_json()),
+            }
+            self._memo["parts"] = parts
+        return parts
+
+    def _mir_json(self) -> dict[str, Any]:
+        return {"upsert": [m.to_json() for m in self.mir_upsert],
+                "delete": [m.to_json() for m in self.mir_delete]}
+
+    def _other_keys(self) -> dict[str, Any]:
+        """The document's keys beside IDENTITY_KEYS, digest and checksum."""
         return {
-            "account": self.account,
-            "prior_state": {"lineage": self.lineage, "serial": self.serial},
-            "actions": [a.to_json() for a in self.actions],
-            "mir": {"upsert": [m.to_json() for m in self.mir_upsert],
-                    "delete": [m.to_json() for m in self.mir_delete]},
-        }
-
-    # -- the saved form ---------------------------------------------------------------
-    def to_document(self) -> dict[str, Any]:
-        part = self._identity_part()
-        doc = {
             "format_version": FORMAT_VERSION,
             "tool_version": self.tool_version,
-            "account": self.account,
             "created_at": self.created_at,
             "desired": {"path": _as_text(self.desired_path), "sha256": self.desired_sha256},
-            "prior_state": part["prior_state"],
-            "actions": part["actions"],
             "summary": self.summary(),
-            "mir": part["mir"],
             "safety": {"max_remove_pct": self.max_remove_pct},
             "violations": list(self.violations),
             "forced": self.forced,
-            "digest": self._memo.get("digest") or digest(part),
         }
-        doc["checksum"] = checksum(doc)
-        return doc
+
+    def document_checksum(self) -> str:
+        """`checksum(self.to_document())`, from the memoised canonical JSON of the actions
+        instead of serialising them again."""
+        parts = {**self._identity_parts(), "digest": canonical_json(self.digest)}
+        parts.update((k, canonical_json(v)) for k, v in self._other_keys().items())
+        return hashlib.sha256(_compose(parts)).hexdigest()
+
+    # -- the saved form ---------------------------------------------------------------
+    def to_document(self) -> dict[str, Any]:
+        doc = {
+            **self._other_keys(),
+            "account": self.account,
+            "prior_state": {"lineage": self.lineage, "serial": self.serial},
+            "actions": [a.to_json() for a in self.actions],
+            "mir": self._mir_json(),
+            "digest": self.digest,
+            "checksum": self.document_checksum(),
+        }
+        order = ("format_version", "tool_version", "account", "created_at", "desired",
+                 "prior_state", "actions", "summary", "mir", "safety", "violations",
+                 "forced", "digest", "checksum")
+        return {k: doc[k] for k in order}
 
 
 def _as_text(path: str | None) -> str | None:
@@ -177,8 +202,15 @@ def _as_text(path: str | None) -> str | None:
     return path
 
 
-def canonical_json(doc: dict[str, Any]) -> bytes:
+def canonical_json(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _compose(parts: dict[str, bytes]) -> bytes:
+    """The canonical JSON of an object whose values are given as canonical JSON already:
+    byte for byte what canonical_json gives for the object itself (keys sorted, no
+    spaces), so the bulk of a plan is serialised once for its digest and checksum."""
+    return b"{" + b",".join(canonical_json(k) + b":" + parts[k] for k in sorted(parts)) + b"}"
 
 
 def checksum(doc: dict[str, Any]) -> str:
@@ -246,7 +278,7 @@ def identity(plans: list[Plan], *, as_list: bool, docs: list[dict[str, Any]] | N
     else:
         digests = [p.digest for p in members]
         if saved:
-            checksums = [p.checksum or p.to_document()["checksum"] for p in members]
+            checksums = [p.checksum or p.document_checksum() for p in members]
     if not as_list:
         return Identity(digests[0], checksums[0] if checksums else None)
     return Identity(set_hash(digests), set_hash(checksums) if checksums is not None else None,
