@@ -505,7 +505,7 @@ def test_markdown_of_a_thousand_accounts_with_violations_fits(tmp_path: Path) ->
     assert lines[0] == f"<!-- crctl-plan digest={digest} -->"
     assert lines[1] == "> [!CAUTION]"
     assert lines[2] == "> **Refused by 1000 safety limits (--force overrides):**"
-    assert docs[0]["violations"][0] in md
+    assert docs[0]["violations"][0].replace(":", "\\:") in md  # as inert markdown
     more = found(r"^> - \.\.\. and (\d+) more; `crctl show PLANFILE` lists them all$", md)
     listed = sum(1 for line in lines if line.startswith("> - account "))
     assert listed + int(more) == 1000
