@@ -26,6 +26,7 @@ from apply_helpers import EXAMPLE_ACME, audit, popen, portal, run, snapshot
 from support import argv, crctl, crctl_env
 
 from reconciler.plan import checksum as plan_checksum
+from reconciler.plan import digest as plan_digest
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,8 @@ def add_recordings(state: Path, count: int, account: str = "acme") -> None:
 
 
 def rechecksum(doc: dict[str, Any]) -> dict[str, Any]:
-    """What a forger does after editing a plan: recompute its checksum."""
+    """What a forger does after editing a plan: recompute its digest and checksum."""
+    doc["digest"] = plan_digest(doc)
     doc["checksum"] = plan_checksum(doc)
     return doc
 
@@ -73,7 +75,9 @@ def _termination_plan(root: Path, recordings: int = 0) -> tuple[Path, Path]:
     terminate.write_text(EXAMPLE_ACME.read_text(encoding="utf-8") + "terminate: true\n",
                          encoding="utf-8")
     planfile = root / "terminate.plan.json"
-    result = run(root / "state", "plan", str(terminate), "--out", str(planfile))
+    # --force: jdoe's prevent_remove refuses a termination (DESIGN §5); the forced plan
+    # records it and applies without a second --force
+    result = run(root / "state", "plan", str(terminate), "--out", str(planfile), "--force")
     assert result.returncode == 0, result.stderr
     doc = json.loads(planfile.read_text(encoding="utf-8"))
     assert doc["actions"][0]["before"] == {"users": 4, "cr_users": 3,
@@ -180,7 +184,7 @@ def test_termination_of_a_desired_file_counts_what_it_deletes(root: Path) -> Non
     state = root / "state"
     terminate, _ = _termination_plan(root)
     add_recordings(state, 2)
-    result = run(state, "apply", str(terminate), "--auto-approve", actor="jdoe")
+    result = run(state, "apply", str(terminate), "--auto-approve", "--force", actor="jdoe")
     assert result.returncode == 0, result.stderr
     assert "account acme terminated (4 users, 2 recordings deleted)" in result.stdout
 
@@ -463,7 +467,7 @@ def _termination_plan_at(url: str, tmp_path: Path) -> tuple[Path, Path]:
     terminate.write_text(EXAMPLE_ACME.read_text(encoding="utf-8") + "terminate: true\n",
                          encoding="utf-8")
     planfile = tmp_path / "terminate.plan.json"
-    result = crctl("plan", terminate, "--out", planfile, state=url)
+    result = crctl("plan", terminate, "--out", planfile, "--force", state=url)  # prevent_remove
     assert result.returncode == 0, result.stderr
     return terminate, planfile
 
