@@ -41,6 +41,10 @@ def account_yaml(bob_first: str = "Bob", bob_ext: str = "2102", bob_product: str
 
 
 def resign(doc: dict[str, Any]) -> dict[str, Any]:
+    if "digest" in doc:  # the digest too (DESIGN §5), as a forger would
+        part = {k: doc[k] for k in ("account", "prior_state", "actions", "mir") if k in doc}
+        doc["digest"] = hashlib.sha256(json.dumps(
+            part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     body = {k: v for k, v in doc.items() if k != "checksum"}
     doc["checksum"] = hashlib.sha256(json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()

@@ -55,6 +55,10 @@ def account_yaml(first: str, last: str, name: str = "Acme") -> str:
 
 def resign(doc: dict[str, Any]) -> dict[str, Any]:
     """The checksum redone over an edited plan, as anyone editing one can."""
+    if "digest" in doc:  # the digest too (DESIGN §5), as a forger would
+        part = {k: doc[k] for k in ("account", "prior_state", "actions", "mir") if k in doc}
+        doc["digest"] = hashlib.sha256(json.dumps(
+            part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     body = {k: v for k, v in doc.items() if k != "checksum"}
     doc["checksum"] = hashlib.sha256(json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
@@ -196,7 +200,10 @@ def test_markdown_renders_no_link_image_html_or_mention(work: Path) -> None:
             if line.startswith("| `") or line.startswith("| ``"):
                 cells = re.split(r"(?<!\\)\|", line)
                 assert len(cells) == 4, line  # "", user, details, ""
-        tags = re.findall(r"<[^>]*>", md)
+        # the one comment is the marker line of DESIGN §5, first, with a hex digest only
+        marker, _, rest = md.partition("\n")
+        assert re.fullmatch(r"<!-- crctl-plan digest=[0-9a-f]{64} -->", marker), marker
+        tags = re.findall(r"<[^>]*>", rest)
         assert set(tags) <= {"<details>", "</details>", "<summary>", "</summary>"}, tags
 
 

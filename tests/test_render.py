@@ -272,7 +272,7 @@ def test_saved_plan_equals_printed_json(tmp_path: Path) -> None:
 
 ROW_CELL = re.compile(r"(?<!\\)\|")
 PREAMBLE = re.compile(r"<!-- crctl-plan digest=[0-9a-f]{64} -->\n(?:>.*\n)*\n?"
-                      r"`Digest[^\n]*`\n\n")
+                      r"`Digest[^\n]*`\n(?:`Checksum[^\n]*`\n)?\n")
 
 
 def body(md: str) -> str:

@@ -111,7 +111,7 @@ def _preamble(plans: list[Plan], ident: Identity) -> str:
             out.append(line)
             used += len(line) + 1
         out.append("")
-    out += [" · ".join(f"`{line}`" for line in identity_lines(ident)), "", ""]
+    out += [*(f"`{line}`" for line in identity_lines(ident)), "", ""]
     return "\n".join(out)
 
 
