@@ -69,13 +69,16 @@ def write_halves(root: Path, accounts: int, users: int) -> tuple[Path, Path, lis
 
 
 def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, str],
-            logs: Path, overlap: bool = False, kills: dict[int, float] | None = None
+            logs: Path, overlap: bool = False, kills: dict[int, float] | None = None,
+            holders: Callable[[], set[int]] | None = None
             ) -> tuple[float, list[dict[str, Any]]]:
     """Start every runner at once; wait for all. Returns (wall seconds, per runner).
 
     Runner i applies half A or B (alternately); with `overlap`, every third runner applies
     both (`crctl apply desired/all`: its account set overlaps everyone's).
-    `kills` maps a runner to the second at which it gets SIGKILL (if still running).
+    `kills` maps a runner to the second at which it gets SIGKILL (if still running);
+    with `holders` (the pids holding account locks now), the kill waits until that runner
+    holds locks, so it lands mid-apply however fast the machine is, never after the end.
     Output goes to files in `logs`: a runner whose plan fills a pipe nobody is reading
     yet would block while holding its locks, and stall the runners queued behind it."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,8 @@ def run_all(url: str, halves: tuple[Path, Path], runners: int, env: dict[str, st
     while len(ended) < len(procs):  # each runner's own end time, whatever the order
         now = time.perf_counter() - start
         for i, (_, _, _, proc) in enumerate(procs):
-            if i in kills and i not in ended and now >= kills[i] and proc.poll() is None:
+            if i in kills and i not in ended and now >= kills[i] and proc.poll() is None \
+                    and (holders is None or proc.pid in holders()):
                 proc.send_signal(signal.SIGKILL)
             if i not in ended and proc.poll() is not None:
                 ended[i] = time.perf_counter() - start
@@ -210,8 +214,11 @@ def main() -> None:
             expected = audit_of_one_apply(args.users, Path(tmp), env)
             subprocess.run([sys.executable, "-m", "reconciler", "init", "--state", url],
                            env=env, check=True, capture_output=True)
-            wall, results = run_all(url, (a, b), args.runners, env, Path(tmp) / "logs",
-                                    overlap=args.overlap, kills=kills)
+            with psycopg.connect(url, autocommit=True) as watcher:
+                def holders() -> set[int]:
+                    return {row[0] for row in watcher.execute("SELECT pid FROM crctl.locks")}
+                wall, results = run_all(url, (a, b), args.runners, env, Path(tmp) / "logs",
+                                        overlap=args.overlap, kills=kills, holders=holders)
             if kills:
                 results.append(converge(url, (a, b), env))
             with psycopg.connect(url) as conn:
