@@ -10,7 +10,7 @@ drift that the next plan shows and the next apply or sync repairs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -78,12 +78,44 @@ def check_actor(plan: Plan, current: CurrentAccount, actor: str | None,
     for a new account) may apply; only a Decision Maker may terminate. Exit 6 otherwise.
 
     `operation` is the command the user ran (apply, terminate): the message names it."""
+    check_actors([(plan, current)], actor, operation)
+
+
+def check_actors(plans: Iterable[tuple[Plan, CurrentAccount]], actor: str | None,
+                 operation: str = "apply") -> None:
+    """`check_actor` for several accounts at once: only those with actions need the actor
+    (an unchanged account, or one with MIR mirror drift alone, asks nothing of anyone:
+    a bot that manages the changed accounts of a repository may apply all of it). Every
+    refused account is named in one exit 6, so the user fixes the roles in one go."""
+    acting = [(p, c) for p, c in plans if p.actions]
+    if not acting:
+        return
+    if not actor:
+        what = ("a Decision Maker" if all(p.terminates for p, _ in acting)
+                else "a Decision Maker or Phone Manager")
+        names = ", ".join(p.account for p, _ in acting)
+        whose = "the account" if len(acting) == 1 else f"each of the accounts {names}"
+        prefix = f"account {names}: " if len(acting) == 1 else ""
+        raise ActorNotAllowedError(
+            f"{prefix}{operation} needs an actor: pass --actor USER or set CRCTL_ACTOR to "
+            f"{what} of {whose}")
+    refused = [(p.account, why) for p, c in acting
+               if (why := actor_refusal(p, c, actor)) is not None]
+    if not refused:
+        return
+    if len(refused) == 1:
+        account, why = refused[0]
+        raise ActorNotAllowedError(f"account {account}: {why}; nothing was changed")
+    raise ActorNotAllowedError(
+        f"actor {actor!r} may not {operation} {len(refused)} of the "
+        f"{counted(len(acting), 'account')} with changes; nothing was changed:\n"
+        + "\n".join(f"  account {account}: {why}" for account, why in refused))
+
+
+def actor_refusal(plan: Plan, current: CurrentAccount, actor: str) -> str | None:
+    """Why `actor` may not apply `plan` to `current` (None: they may)."""
     roles = frozenset((Role.DECISION_MAKER,)) if plan.terminates else CR_MANAGER_ROLES
     what = "a Decision Maker" if plan.terminates else "a Decision Maker or Phone Manager"
-    if not actor:
-        raise ActorNotAllowedError(
-            f"account {plan.account}: {operation} needs an actor: pass --actor USER or set "
-            f"CRCTL_ACTOR to {what} of the account")
     if current.exists:
         allowed = current.has_manager(actor, roles)
         where = "the current account"
@@ -91,10 +123,7 @@ def check_actor(plan: Plan, current: CurrentAccount, actor: str | None,
         allowed = any(a.user == actor and a.after and roles.intersection(a.after["roles"])
                       for a in plan.of_kind(Kind.ADD_USER))
         where = "the desired file (the account does not exist yet)"
-    if not allowed:
-        raise ActorNotAllowedError(
-            f"account {plan.account}: actor {actor!r} is not {what} in {where}; nothing "
-            "was changed")
+    return None if allowed else f"actor {actor!r} is not {what} in {where}"
 
 
 # -- the pure part ----------------------------------------------------------------------

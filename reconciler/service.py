@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import safety
-from reconciler.applier import Applier, Outcome, activations, check_actor, check_fresh
+from reconciler.applier import (
+    Applier,
+    Outcome,
+    activations,
+    check_actor,
+    check_actors,
+    check_fresh,
+)
 from reconciler.backends.base import Backend, LockInfo, check_account_id, new_change
 from reconciler.errors import (
     CrctlError,
@@ -202,9 +209,7 @@ class ApplyRun:
         accounts = [d.account for d in desired]
         with locked(self.backend, accounts, self.actor, "apply", self.lock_timeout):
             planned = [plan_one(self.backend, d, self.today) for d in desired]
-            for p in planned:
-                if p.plan.has_changes:
-                    check_actor(p.plan, p.current, self.actor)
+            check_actors([(p.plan, p.current) for p in planned], self.actor)
             if expect is not None:
                 expect_digest([p.plan for p in planned], expect, as_list=as_list)
             show([p.plan for p in planned])  # a refused plan too: the log shows it
@@ -228,10 +233,11 @@ class ApplyRun:
                 mirror = self.backend.read_mirror(p.account)
                 tombstones = self.backend.tombstones(p.account)
                 check_fresh(p, current, tombstones, mirror)
-                check_actor(p, current, self.actor)
-                self._check_not_altered(p)
                 found = safety.violations(p, current, p.max_remove_pct, tombstones)
                 planned.append(Planned(p, current, mirror, tuple(found)))
+            check_actors([(p.plan, p.current) for p in planned], self.actor)
+            for p in plans:
+                self._check_not_altered(p)
             show(plans)
             enforce(planned, self.force)
             return self._apply_all(planned)
