@@ -160,7 +160,7 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command()
 @global_options
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def validate(paths: tuple[str, ...], fmt: str) -> None:
@@ -217,6 +217,12 @@ def state_header(backend: Backend) -> str:
     return inert_text(f"State: {backend.location}{empty}") + "\n"
 
 
+def is_set(paths: tuple[str, ...]) -> bool:
+    """Several paths or a directory make a plan set (DESIGN §5), even of one account: its
+    shape does not depend on how many files the directory holds today."""
+    return len(paths) > 1 or any(os.path.isdir(p) for p in paths)
+
+
 def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
            saved: bool = False, loaded: bool = False) -> str:
     """A plan (or plan set) in `fmt`. `docs`: its documents when already made; `saved`:
@@ -238,7 +244,7 @@ def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
 
 @cli.command()
 @global_options
-@click.argument("path", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option("--out", "out", type=click.Path(dir_okay=False), metavar="PLANFILE",
               help="Save the plan (JSON) for `crctl apply PLANFILE`.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
@@ -248,8 +254,8 @@ def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
               help="Override the safety limits; the plan records them (forced) and applies "
                    "without a second --force.")
 @click.pass_obj
-def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: bool,
-         force: bool) -> None:
+def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
+         detailed_exitcode: bool, force: bool) -> None:
     """Show what apply would change; never writes to the state directory.
 
     PATH is an account file or a directory of them. The output shows the plan's digest
@@ -268,7 +274,7 @@ def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: 
     from reconciler import service
 
     backend = backend_of(ctx)
-    desired = service.load_all([path], today())
+    desired = service.load_all(list(paths), today())
     planned = [service.plan_one(backend, d, today()) for d in desired]
     if force:
         for p in planned:
@@ -276,7 +282,7 @@ def plan(ctx: Context, path: str, out: str | None, fmt: str, detailed_exitcode: 
                 click.echo(inert_text(f"Warning: {violation} (overridden by --force)"),
                            err=True)
     plans = [replace(p.plan, forced=True) if force else p.plan for p in planned]
-    as_list = os.path.isdir(path)
+    as_list = is_set(paths)
     docs = None
     if out:
         from reconciler.plan import documents, dumps, save
@@ -310,7 +316,7 @@ def show(planfile: str, fmt: str) -> None:
 
 @cli.command()
 @global_options
-@click.argument("path", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Override the safety limits.")
 @click.option("--checksum", metavar="SHA256",
@@ -325,8 +331,8 @@ def show(planfile: str, fmt: str) -> None:
               show_default=True, help="json: the outcome as JSON (implies no prompt "
                                       "output; combine with --auto-approve).")
 @click.pass_obj
-def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: str | None,
-          expect: str | None, lock_timeout: str, fmt: str) -> None:
+def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
+          checksum: str | None, expect: str | None, lock_timeout: str, fmt: str) -> None:
     """Apply desired state (PATH: file or directory) or exactly a saved plan (PLANFILE).
 
     With PATH: plans, shows the plan and asks for 'yes' unless --auto-approve. With a
@@ -349,9 +355,13 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
     backend = backend_of(ctx)
     run = service.ApplyRun(backend, today(), ctx.actor, force, timeout)
 
-    raw = service.read_plan_file(path)  # None: desired state
-    saved = raw is not None
-    as_list = os.path.isdir(path)  # for a saved plan: whether the file is a plan set
+    # each path is opened once: a saved plan may be a pipe (apply /dev/stdin)
+    found = [(p, raw) for p in paths if (raw := service.read_plan_file(p)) is not None]
+    if found and len(paths) > 1:
+        raise InputError(f"{inert_text(found[0][0])} is a saved plan: apply takes one saved "
+                         "plan, or desired-state files and directories, not both")
+    saved = bool(found)
+    as_list = is_set(paths)  # for a saved plan: whether the file is a plan set
 
     def show_plans(plans: list) -> None:
         if fmt == "json":
@@ -361,20 +371,22 @@ def apply(ctx: Context, path: str, auto_approve: bool, force: bool, checksum: st
                           loaded=saved), nl=False)
 
     try:
-        if raw is not None:
+        if found:
             from reconciler.plan import parse_file
 
             if expect:
                 raise InputError("--expect applies to desired state (it re-plans); a saved "
                                  "plan is pinned with --checksum")
+            path, raw = found[0]
             plans, as_list = parse_file(path, raw, checksum)
             outcomes = run.from_plan_file(plans, show_plans)
         else:
             if checksum:
                 raise InputError("--checksum applies to a saved plan, not to a desired-state "
                                  "file")
-            outcomes = run.from_desired([path], show_plans, lambda: _confirm(auto_approve),
-                                        expect=expect, as_list=as_list)
+            outcomes = run.from_desired(list(paths), show_plans,
+                                        lambda: _confirm(auto_approve), expect=expect,
+                                        as_list=as_list)
     except KeyboardInterrupt:
         if not run.committed:
             raise  # nothing written: exit 130

@@ -17,7 +17,7 @@ from operator import itemgetter
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
-from reconciler.errors import Diagnostic, ValidationFailed
+from reconciler.errors import Diagnostic, InputError, ValidationFailed
 from reconciler.loader import Document, Path, field_path, load_file, printable
 from reconciler.model import (
     CR_PROFILES,
@@ -75,19 +75,36 @@ class _Checks:
 
 
 def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; directories become their *.yaml / *.yml files, sorted. A file named
-    twice (`dir dir/acme.yaml`) is one file."""
+    """Files as given; a directory becomes every *.yaml / *.yml file below it, recursively
+    (DESIGN §4), in a stable order. A file named twice (`dir dir/acme.yaml`) is one file."""
     out: dict[str, str] = {}  # normalised path -> the path as the user spelled it
     for path in paths:
-        if os.path.isdir(path):
-            for file in sorted(
-                os.path.join(path, name) for name in os.listdir(path)
-                if name.endswith(YAML_SUFFIXES) and os.path.isfile(os.path.join(path, name))
-            ):
-                out.setdefault(os.path.normpath(file), file)
-        else:
-            out.setdefault(os.path.normpath(path), path)
+        for file in yaml_files_below(path) if os.path.isdir(path) else [path]:
+            out.setdefault(os.path.normpath(file), file)
     return list(out.values())
+
+
+def yaml_files_below(directory: str) -> list[str]:
+    """The *.yaml / *.yml files below `directory`: each directory's own files (sorted by
+    name) before its subdirectories' (sorted), so every machine reads a repository in the
+    same order (a plan set's digest depends on it).
+
+    Hidden files and directories (a name starting with '.': .git, .github, editors'
+    backups, `.gitlab-ci.yml`) are skipped, and symbolic links to directories are not
+    followed (no loops); the directory given is read even if its own name is hidden. A
+    subdirectory that cannot be read is an error: skipping it would plan without its
+    accounts."""
+    def unreadable(exc: OSError) -> None:
+        raise InputError(f"{printable(str(exc.filename))}: cannot read directory: "
+                         f"{exc.strerror}")
+
+    found: list[str] = []
+    for root, dirs, names in os.walk(directory, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, name) for name in sorted(names)
+                     if not name.startswith(".") and name.endswith(YAML_SUFFIXES)
+                     and os.path.isfile(os.path.join(root, name)))
+    return found
 
 
 def duplicate_accounts(desired: Iterable[DesiredAccount]) -> list[Diagnostic]:

@@ -59,11 +59,24 @@ def test_valid_example_passes(path: Path, tmp_path: Path) -> None:
     assert "1 file is valid." in result.stdout
 
 
-def test_valid_examples_directory_passes(tmp_path: Path) -> None:
-    """A directory means its *.yaml / *.yml files (examples/invalid/ is not descended into)."""
-    result = run_crctl("validate", EXAMPLES, cwd=tmp_path)
+def test_valid_examples_pass_together(tmp_path: Path) -> None:
+    """Several paths validate together (DESIGN §4: `validate PATH...`)."""
+    result = run_crctl("validate", *VALID_FILES, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{len(VALID_FILES)} files are valid." in result.stdout
+
+
+def test_examples_directory_is_read_recursively(tmp_path: Path) -> None:
+    """A directory means every *.yaml / *.yml below it: examples/ includes examples/invalid/
+    (DESIGN §4), so validating it reports the invalid examples too."""
+    every = [p for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".yml")
+             and not any(part.startswith(".") for part in p.relative_to(EXAMPLES).parts)]
+    result = run_crctl("validate", EXAMPLES, cwd=tmp_path)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    for path in INVALID_FILES:
+        assert f"{path}:" in result.stderr, path.name
+    assert result.stderr.splitlines()[-1].endswith(f" of {len(every)} file(s).")
 
 
 def test_invalid_directory_reports_every_problem_of_every_file(tmp_path: Path) -> None:
@@ -100,7 +113,10 @@ def test_directory_reports_problems_of_all_files_in_one_run(tmp_path: Path) -> N
     (accounts / "gamma.yaml").write_text(_bad_account("gamma", ""))  # valid
     (accounts / "README.md").write_text("not an account: [\n")  # ignored
     (accounts / "nested").mkdir()
-    (accounts / "nested" / "delta.yaml").write_text("not: [valid\n")  # not descended into
+    (accounts / "nested" / "delta.yaml").write_text("not: [valid\n")  # read: recursive
+    (accounts / ".drafts").mkdir()
+    (accounts / ".drafts" / "epsilon.yaml").write_text("not: [valid\n")  # hidden: skipped
+    (accounts / ".zeta.yaml").write_text("not: [valid\n")  # hidden: skipped
 
     result = run_crctl("validate", "accounts", cwd=tmp_path)
     assert result.returncode == 1
@@ -112,8 +128,11 @@ def test_directory_reports_problems_of_all_files_in_one_run(tmp_path: Path) -> N
     assert (f"{beta}:14:16: error: users.carl.extension: extension 2101 is already used by "
             "jdoe (line 7)") in err, err
     assert f"{beta}:23:16: error: users.dave.call_recording.product: 'always-off'" in err, err
-    assert "gamma" not in err and "README" not in err and "delta" not in err
-    assert err.splitlines()[-1] == "3 problem(s) in 2 of 3 file(s).", err
+    delta = str(Path("accounts") / "nested" / "delta.yaml")
+    assert f"{delta}:2:1: error: document: YAML syntax error" in err, err
+    assert "gamma" not in err and "README" not in err
+    assert "epsilon" not in err and "zeta" not in err
+    assert err.splitlines()[-1] == "4 problem(s) in 3 of 4 file(s).", err
 
 
 def test_several_paths_are_all_checked(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ counted; and the CLI details a CI log depends on (lock wait, --lock-timeout, col
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from apply_helpers import account_yaml, portal
 from support import crctl
 
@@ -159,3 +161,99 @@ def test_a_new_account_takes_the_actor_from_its_desired_file(tmp_path: Path) -> 
     result = crctl("apply", repo, "--auto-approve", state=state, actor=BOT)
     assert result.returncode == 0, result.stderr
     assert json.loads((state / "portal" / "hooli.json").read_text())["serial"] == 1
+
+
+# -- 2. many files: several paths, directories read recursively ---------------------------
+
+def nested_repo(tmp_path: Path) -> Path:
+    """accounts/{emea/acme.yaml, emea/de/globex.yml, amer/initech.yaml, hooli.yaml} and
+    hidden things that must be skipped: an invalid .draft.yaml, a .git directory, a
+    .gitlab-ci.yml."""
+    repo = tmp_path / "accounts"
+    write(repo / "emea", "acme", None)
+    write(repo / "emea" / "de", "globex", None, name="globex.yml")
+    write(repo / "amer", "initech", None)
+    write(repo, "hooli", None)
+    (repo / ".draft.yaml").write_text("account: [broken\n", encoding="utf-8")
+    (repo / ".git").mkdir()
+    (repo / ".git" / "config.yaml").write_text("not: [an account\n", encoding="utf-8")
+    (repo / "amer" / ".gitlab-ci.yml").write_text("stages: [plan]\n", encoding="utf-8")
+    (repo / "README.md").write_text("not an account\n", encoding="utf-8")
+    return repo
+
+
+def plan_accounts(result: Any) -> list[str]:
+    assert result.returncode in (0, 2), result.stderr
+    return [doc["account"] for doc in json.loads(result.stdout)]
+
+
+def test_validate_reads_directories_recursively_and_skips_hidden_files(
+        tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    result = crctl("validate", repo)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4 files are valid.\n"
+
+
+def test_plan_reads_nested_directories_in_a_stable_order(tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    result = crctl("plan", repo, "--format", "json", state=tmp_path / "state")
+    # each directory's own files first, then its subdirectories by name
+    assert plan_accounts(result) == ["hooli", "initech", "acme", "globex"]
+
+
+def test_plan_and_validate_take_several_paths(tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    extra = write(tmp_path / "elsewhere", "umbrella", None)
+    args = (repo / "emea", extra, repo / "hooli.yaml")
+    assert crctl("validate", *args).stdout == "4 files are valid.\n"
+    result = crctl("plan", *args, "--format", "json", state=tmp_path / "state")
+    assert plan_accounts(result) == ["acme", "globex", "umbrella", "hooli"]
+
+
+def test_a_file_named_again_inside_a_directory_counts_once(tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    result = crctl("validate", repo, repo / "emea" / "acme.yaml", repo / "emea")
+    assert result.stdout == "4 files are valid.\n", result.stderr
+
+
+def test_an_explicitly_named_hidden_file_is_read(tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    result = crctl("validate", repo / ".draft.yaml")
+    assert result.returncode == 1
+    assert ".draft.yaml:2:1: error: document: YAML syntax error" in result.stderr
+
+
+def test_apply_takes_several_paths(tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    state = tmp_path / "state"
+    result = crctl("apply", repo / "emea", repo / "hooli.yaml", "--auto-approve",
+                   state=state, actor="admin")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.stem for p in (state / "portal").glob("*.json")) == [
+        "acme", "globex", "hooli"]
+
+
+def test_apply_refuses_a_saved_plan_mixed_with_other_paths(tmp_path: Path) -> None:
+    repo = nested_repo(tmp_path)
+    state = tmp_path / "state"
+    saved = tmp_path / "plan.json"
+    assert crctl("plan", repo, "--out", saved, state=state).returncode == 0
+    result = crctl("apply", saved, repo / "hooli.yaml", state=state, actor="admin")
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: {saved} is a saved plan: apply takes one saved plan, "
+                             "or desired-state files and directories, not both\n")
+    assert not (state / "portal").exists()
+
+
+def test_an_unreadable_subdirectory_is_an_error_not_skipped(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every directory")
+    repo = nested_repo(tmp_path)
+    (repo / "amer").chmod(0)
+    try:
+        result = crctl("plan", repo, state=tmp_path / "state")
+    finally:
+        (repo / "amer").chmod(0o755)
+    assert result.returncode == 1
+    assert f"{repo / 'amer'}: cannot read directory: Permission denied" in result.stderr

@@ -213,7 +213,6 @@ def test_exit_status_safety_limit(applied: Path, tmp_path: Path) -> None:
     ["plan", str(ACME), "--format", "xml"],     # bad choice
     ["plan", str(ACME), "--bogus"],             # unknown option
     ["plan", str(ACME), "--out"],               # option without its value
-    ["plan", str(ACME), str(GLOBEX)],           # one PATH only
 ])
 def test_usage_errors_exit_1(tmp_path: Path, args: list[str]) -> None:
     result = crctl(*args, state=tmp_path / "state")

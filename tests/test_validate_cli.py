@@ -41,7 +41,7 @@ def test_help(tmp_path: Path, args: list[str]) -> None:
 
 def test_validate_help_describes_the_output(tmp_path: Path) -> None:
     out = run_crctl("validate", "--help", cwd=tmp_path).stdout
-    assert "PATHS..." in out
+    assert "PATH..." in out
     assert "PATH:LINE:COL: error: FIELD: message" in out
 
 
