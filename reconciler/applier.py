@@ -33,7 +33,7 @@ from reconciler.model import (
     termination_counts,
 )
 from reconciler.plan import ORDER, Action, Kind, Plan
-from reconciler.render.common import counted
+from reconciler.render.common import applied_text, counted
 from reconciler.runtime import now_iso
 
 
@@ -63,11 +63,7 @@ def complete_line(outcome: Outcome) -> str:
         return (f"Apply complete: account {outcome.account} terminated ("
                 f"{counted(t['users'], 'user')}, {counted(t['recordings'], 'recording')} "
                 "deleted).")
-    c = outcome.counts
-    added = c.get("add_user", 0)
-    return (f"Apply complete: {c.get('enable', 0)} enabled, {c.get('change', 0)} changed, "
-            f"{c.get('remove', 0)} removed; {added} user{'' if added == 1 else 's'} added, "
-            f"{c.get('update_user', 0)} updated, {c.get('delete_user', 0)} deleted.")
+    return f"Apply complete: {applied_text(outcome.counts)}."
 
 
 # -- who may apply ----------------------------------------------------------------------

@@ -224,22 +224,29 @@ def is_set(paths: tuple[str, ...]) -> bool:
 
 
 def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
-           saved: bool = False, loaded: bool = False) -> str:
+           saved: bool = False, loaded: bool = False, unmanaged: list[str] | None = None
+           ) -> str:
     """A plan (or plan set) in `fmt`. `docs`: its documents when already made; `saved`:
     the plan is a saved one, so text and markdown show its checksum beside the digest;
-    `loaded`: read from a saved file (see plan.identity)."""
+    `loaded`: read from a saved file (see plan.identity); `unmanaged`: the state's
+    accounts that none of the files declares (a set only; JSON has no place for them:
+    see plan)."""
     from reconciler.plan import dumps, identity
 
     if fmt == "json":
         return for_stdout(dumps(plans, as_list=as_list, docs=docs))
     ident = identity(plans, as_list=as_list, docs=docs, saved=saved, loaded=loaded)
     if fmt == "markdown":
-        from reconciler.render.markdown import render_all
+        from reconciler.render import markdown
 
-        return render_all(plans, ident)
-    from reconciler.render.text import render_all as render_text
+        if as_list:
+            return markdown.render_set(plans, unmanaged, ident)
+        return markdown.render_all(plans, ident)
+    from reconciler.render import text
 
-    return render_text(plans, color=color_enabled(), ident=ident)
+    if as_list:
+        return text.render_set(plans, unmanaged=unmanaged, color=color_enabled(), ident=ident)
+    return text.render_all(plans, color=color_enabled(), ident=ident)
 
 
 @cli.command()
@@ -284,6 +291,7 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
     plans = [replace(p.plan, forced=True) if force else p.plan for p in planned]
     as_list = is_set(paths)
     docs = None
+    unmanaged = service.unmanaged(backend, desired) if as_list else []
     if out:
         from reconciler.plan import documents, dumps, save
 
@@ -291,7 +299,14 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
         save(out, dumps(plans, as_list=as_list, docs=docs))
     if fmt == "text":
         click.echo(state_header(backend), nl=False)
-    click.echo(render(plans, fmt, as_list=as_list, docs=docs, saved=bool(out)), nl=False)
+    click.echo(render(plans, fmt, as_list=as_list, docs=docs, saved=bool(out),
+                      unmanaged=unmanaged), nl=False)
+    if fmt == "json" and unmanaged:
+        # the plan set is a JSON list of plan documents (what --out saves and apply reads):
+        # the accounts it does not manage are said beside it, not inside it
+        from reconciler.render.common import unmanaged_text
+
+        click.echo(unmanaged_text(unmanaged), err=True)
     service.enforce(planned, force)  # after the plan: reviewers see what is refused
     if detailed_exitcode and any(p.has_changes for p in plans):
         sys.exit(2)
@@ -362,13 +377,19 @@ def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
                          "plan, or desired-state files and directories, not both")
     saved = bool(found)
     as_list = is_set(paths)  # for a saved plan: whether the file is a plan set
+    shown = Shown(as_set=as_list and not saved)
 
     def show_plans(plans: list) -> None:
+        """Under the lock, before the prompt: the plan, and what the report needs."""
+        shown.as_set = shown.as_set or as_list or len(plans) != 1
+        shown.unchanged = [p.account for p in plans if not p.has_changes]
+        if shown.as_set and not saved:
+            shown.unmanaged = service.unmanaged(backend, plans)
         if fmt == "json":
             return
         click.echo(state_header(backend), nl=False)
-        click.echo(render(plans, "text", as_list=as_list or len(plans) != 1, saved=saved,
-                          loaded=saved), nl=False)
+        click.echo(render(plans, "text", as_list=shown.as_set, saved=saved, loaded=saved,
+                          unmanaged=shown.unmanaged), nl=False)
 
     try:
         if found:
@@ -401,7 +422,7 @@ def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
     else:
         interrupted = False
     try:
-        _report_apply(outcomes, fmt)
+        _report_apply(outcomes, fmt, shown)
     except KeyboardInterrupt:
         interrupted = True
     except BrokenPipeError:
@@ -450,20 +471,27 @@ def _output_closed(outcomes: list[Any], to_apply: list[str]) -> None:
         sys.exit(EXIT_ERROR)
 
 
-def _report_apply(outcomes: list[Any], fmt: str) -> None:
-    from reconciler.applier import complete_line
+@dataclass
+class Shown:
+    """What an apply showed: a set or one account, and the accounts it left alone."""
+
+    as_set: bool
+    unchanged: list[str] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)
+
+
+def _report_apply(outcomes: list[Any], fmt: str, shown: Shown) -> None:
+    from reconciler.render.text import apply_lines
 
     if fmt == "json":
-        emit_json({"applied": [o.to_json() for o in outcomes], "changed": bool(outcomes)})
+        emit_json({"applied": [o.to_json() for o in outcomes], "changed": bool(outcomes),
+                   "unchanged": shown.unchanged, "unmanaged": shown.unmanaged})
         return
     if not outcomes:
         click.echo("No changes.")
         return
-    for outcome in outcomes:
-        if outcome.mirror_upserts or outcome.mirror_deletes:
-            click.echo(f"MIR mirror of {outcome.account}: {outcome.mirror_upserts} upserted, "
-                       f"{outcome.mirror_deletes} deleted.")
-        click.echo(complete_line(outcome))
+    for line in apply_lines(outcomes, as_set=shown.as_set):
+        click.echo(line)
 
 
 def _confirm(auto_approve: bool) -> bool:

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -69,6 +69,14 @@ def load_all(paths: list[str], today: str) -> list[DesiredAccount]:
     if duplicates:
         raise ValidationFailed(duplicates)
     return desired
+
+
+def unmanaged(backend: Backend, planned: Iterable[DesiredAccount | Plan]) -> list[str]:
+    """The accounts of the state that none of `planned` names: a plan set lists them as
+    "not managed by these files" and never touches them (a file removed from the
+    repository does not terminate its account: `terminate: true` does)."""
+    named = {p.account for p in planned}
+    return [a for a in backend.account_ids() if a not in named]
 
 
 def plan_one(backend: Backend, desired: DesiredAccount, today: str) -> Planned:

@@ -257,3 +257,128 @@ def test_an_unreadable_subdirectory_is_an_error_not_skipped(tmp_path: Path) -> N
         (repo / "amer").chmod(0o755)
     assert result.returncode == 1
     assert f"{repo / 'amer'}: cannot read directory: Permission denied" in result.stderr
+
+
+# -- 2. many files: unchanged accounts counted, unmanaged accounts listed -----------------
+
+def fleet(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """`n` accounts a00..a{n-1} in one repository, applied by their admin (serial 1)."""
+    repo, state = tmp_path / "accounts", tmp_path / "state"
+    for i in range(n):
+        write(repo, f"a{i:02d}", None)
+    result = crctl("apply", repo, "--auto-approve", state=state, actor="admin")
+    assert result.returncode == 0, result.stderr
+    return repo, state
+
+
+def files_of(state: Path, account: str) -> dict[str, bytes]:
+    """Every file of the state that belongs to `account` (by name or directory)."""
+    return {str(p.relative_to(state)): p.read_bytes() for p in sorted(state.rglob("*"))
+            if p.is_file() and (p.name.split(".")[0] == account or account in p.parts)}
+
+
+def test_unchanged_accounts_are_counted_not_printed(tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 13)
+    write(repo, "a05", None, extra=1)
+    result = crctl("plan", repo, "--detailed-exitcode", state=state)
+    assert result.returncode == 2, result.stderr
+    assert "Account a05 (serial 1)" in result.stdout
+    assert result.stdout.count("Account ") == 1
+    assert result.stdout.endswith(
+        "Plan: 1 to enable, 0 to change, 0 to remove; 1 user to add, 0 to update, 0 to "
+        "delete.\n\n12 accounts unchanged.\nPlan: 1 to enable, 0 to change, 0 to remove; "
+        "1 user to add, 0 to update, 0 to delete; in 1 account.\n")
+
+
+def test_a_set_without_changes_says_so_in_one_line(tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 3)
+    result = crctl("plan", repo, "--detailed-exitcode", state=state)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1:] == ["No changes. 3 accounts match the desired state."]
+    md = crctl("plan", repo, "--format", "markdown", state=state).stdout
+    assert md == ("### crctl plan: 3 accounts\n\n"
+                  "**No changes. 3 accounts match the desired state.**\n")
+
+
+def test_accounts_outside_the_files_are_listed_and_never_touched(tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 4)
+    (repo / "a01.yaml").unlink()
+    (repo / "a03.yaml").unlink()
+    write(repo, "a00", None, extra=1)
+    before = {a: files_of(state, a) for a in ("a01", "a03")}
+    assert all(before.values())
+    text = crctl("plan", repo, state=state).stdout
+    line = "Not managed by these files (2 accounts, never touched): a01, a03."
+    assert line in text.splitlines()
+    assert text.splitlines()[-1].endswith("; in 1 account.")
+    md = crctl("plan", repo, "--format", "markdown", state=state).stdout
+    assert "**Not managed by these files (2 accounts, never touched): `a01`, `a03`.**" in md
+    as_json = crctl("plan", repo, "--format", "json", state=state)
+    assert [d["account"] for d in json.loads(as_json.stdout)] == ["a00", "a02"]
+    assert as_json.stderr == line + "\n"
+
+    applied = crctl("apply", repo, "--auto-approve", state=state, actor="admin")
+    assert applied.returncode == 0, applied.stderr
+    assert line in applied.stdout.splitlines()
+    assert serials(state, "a00", "a01", "a02", "a03") == {"a00": 2, "a01": 1, "a02": 1,
+                                                          "a03": 1}
+    assert {a: files_of(state, a) for a in ("a01", "a03")} == before
+    report = json.loads(crctl("apply", repo, "--auto-approve", "--format", "json",
+                              state=state, actor="admin").stdout)
+    assert report == {"applied": [], "changed": False, "unchanged": ["a00", "a02"],
+                      "unmanaged": ["a01", "a03"]}
+
+
+def test_many_unmanaged_accounts_are_counted_and_the_first_twenty_named(
+        tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 25)
+    for i in range(1, 25):
+        (repo / f"a{i:02d}.yaml").unlink()
+    text = crctl("plan", repo, state=state).stdout
+    names = ", ".join(f"a{i:02d}" for i in range(1, 21))
+    assert (f"Not managed by these files (24 accounts, never touched): {names} and 4 more "
+            "(`crctl accounts` lists every account).") in text.splitlines()
+
+
+def test_a_single_file_plan_does_not_list_the_other_accounts(tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 3)
+    result = crctl("plan", repo / "a00.yaml", state=state)
+    assert result.stdout.splitlines()[1:] == [
+        "Account a00 (serial 1)", "", "No changes. Account a00 matches the desired state."]
+
+
+def test_directory_apply_prints_a_line_per_changed_account_and_the_total(
+        tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 4)
+    write(repo, "a01", None, extra=2)
+    write(repo, "a03", None, extra=1)
+    result = crctl("apply", repo, "--auto-approve", state=state, actor="admin")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-5:] == [
+        "MIR mirror of a01: 2 upserted, 0 deleted.",
+        "MIR mirror of a03: 1 upserted, 0 deleted.",
+        "a01: 2 enabled, 0 changed, 0 removed; 2 users added, 0 updated, 0 deleted.",
+        "a03: 1 enabled, 0 changed, 0 removed; 1 user added, 0 updated, 0 deleted.",
+        "Apply complete: 3 enabled, 0 changed, 0 removed; 3 users added, 0 updated, "
+        "0 deleted; in 2 accounts."]
+    again = crctl("apply", repo, "--auto-approve", state=state, actor="admin")
+    assert again.stdout.splitlines()[-2:] == [
+        "No changes. 4 accounts match the desired state.", "No changes."]
+
+
+def test_saved_plan_set_apply_prints_the_same_lines(tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 3)
+    write(repo, "a00", None, extra=1)
+    write(repo, "a02", None, extra=1)
+    saved = tmp_path / "plan.json"
+    assert crctl("plan", repo, "--out", saved, state=state).returncode == 0
+    shown = crctl("show", saved).stdout
+    assert "1 account unchanged." in shown.splitlines()
+    result = crctl("apply", saved, state=state, actor="admin")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "Apply complete: 2 enabled, 0 changed, 0 removed; 2 users added, 0 updated, "
+        "0 deleted; in 2 accounts.")
+    assert "a00: 1 enabled, 0 changed, 0 removed; 1 user added, 0 updated, 0 deleted." \
+        in result.stdout.splitlines()

@@ -358,19 +358,21 @@ def test_directory_declaring_an_account_twice_exits_1(tmp_path: Path) -> None:
     assert "also declared in" in result.stderr and result.stdout == ""
 
 
-def test_directory_plan_text_and_markdown_show_each_account(applied: Path,
-                                                           tmp_path: Path) -> None:
+def test_directory_plan_text_and_markdown_show_each_changed_account(applied: Path,
+                                                                   tmp_path: Path) -> None:
+    """Accounts with changes in full; unchanged ones counted, not shown (DESIGN §4)."""
     directory = accounts_dir(tmp_path)
     text = crctl("plan", directory, state=applied).stdout
-    assert "Account acme (serial 1)" in text
     assert "Account globex (new)" in text
-    assert "No changes. Account acme matches the desired state." in text
-    assert text.splitlines()[-3] == ("Plan: 2 to enable, 0 to change, 0 to remove; 3 users "
-                                     "to add, 0 to update, 0 to delete.")
+    assert "Account acme" not in text
+    assert "Plan: 2 to enable, 0 to change, 0 to remove; 3 users to add, 0 to update, 0 to " \
+        "delete.\n" in text
+    assert ("\n1 account unchanged.\nPlan: 2 to enable, 0 to change, 0 to remove; 3 users "
+            "to add, 0 to update, 0 to delete; in 1 account.\n\n") in text
     assert last_line(text).startswith("Digest of the plan set (1 account): ")
-    assert text.index("Account acme") < text.index("Account globex")
     md = crctl("plan", directory, "--format", "markdown", state=applied).stdout
-    assert "### crctl plan: `acme`" in md and "### crctl plan: `globex`" in md
+    assert "### crctl plan: `globex`" in md and "`acme`" not in md
+    assert "_1 account unchanged._" in md
 
 
 def test_directory_with_invalid_files_lists_every_problem(tmp_path: Path) -> None:

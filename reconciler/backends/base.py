@@ -276,6 +276,11 @@ class Backend(ABC):
     def accounts(self) -> list[AccountSummary]:
         """Every account, sorted by id."""
 
+    def account_ids(self) -> list[str]:
+        """Every account's id, sorted: what `accounts` lists, without reading the accounts
+        (a plan of a few files in a state of thousands of accounts asks for this)."""
+        return [a.account for a in self.accounts()]
+
     @abstractmethod
     def tombstones(self, account: str | None = None) -> list[dict[str, Any]]:
         """Tombstones of an account id (None: of every account), oldest first."""

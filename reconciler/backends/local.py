@@ -214,6 +214,9 @@ class LocalBackend(Backend):
                 name=state.name))
         return out
 
+    def account_ids(self) -> list[str]:
+        return self._account_ids()
+
     def _account_ids(self) -> list[str]:
         directory = self._dir("portal")
         self._check_dirs(directory, create=False)

@@ -352,6 +352,12 @@ class PostgresBackend(Backend):
         return [AccountSummary(account=r[0], users=r[3], cr_users=r[4], serial=r[1],
                                last_change=r[2], name=r[5]) for r in rows]
 
+    def account_ids(self) -> list[str]:
+        if not self._schema_present():
+            return []
+        # sorted here: the database's collation may not sort ids as the other backends do
+        return sorted(r[0] for r in self._all(f"SELECT account FROM {self.s}.accounts"))
+
     def tombstones(self, account: str | None = None) -> list[dict[str, Any]]:
         if not self._schema_present():
             return []

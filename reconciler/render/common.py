@@ -55,6 +55,59 @@ def summary_line(plan: Plan, quote: Quote = inert_text) -> str:
             f"update, {s['delete_user']} to delete.")
 
 
+def set_summary_line(plans: list[Plan]) -> str:
+    """The last line of a plan set (several paths or a directory): the totals of every
+    account, or that none changes."""
+    changed = [p for p in plans if p.has_changes]
+    if not changed:
+        n = len(plans)
+        return (f"No changes. {counted(n, 'account')} {'matches' if n == 1 else 'match'} "
+                "the desired state.")
+    totals = dict.fromkeys(("enable", "change", "remove", "add_user", "update_user",
+                            "delete_user"), 0)
+    for plan in changed:
+        for key, count in plan.summary().items():
+            if key in totals:
+                totals[key] += count
+    terminating = sum(1 for p in changed if p.terminates)
+    ending = f"; {counted(terminating, 'account')} to terminate" if terminating else ""
+    return (f"Plan: {totals['enable']} to enable, {totals['change']} to change, "
+            f"{totals['remove']} to remove; {counted(totals['add_user'], 'user')} to add, "
+            f"{totals['update_user']} to update, {totals['delete_user']} to delete{ending}; "
+            f"in {counted(len(changed), 'account')}.")
+
+
+def unchanged_line(plans: list[Plan]) -> str | None:
+    """'12 accounts unchanged.' when a set has both changed and unchanged accounts (the
+    unchanged ones are counted, not shown)."""
+    unchanged = sum(1 for p in plans if not p.has_changes)
+    if not unchanged or unchanged == len(plans):
+        return None
+    return f"{counted(unchanged, 'account')} unchanged."
+
+
+def unmanaged_text(accounts: list[str], quote: Callable[[str], str] = str) -> str:
+    """Accounts in the state that no file of the set declares: listed (the first
+    NAMES_SHOWN), counted, and never touched by this plan."""
+    names = ", ".join(quote(a) for a in accounts[:NAMES_SHOWN])
+    more = len(accounts) - NAMES_SHOWN
+    if more > 0:
+        names += f" and {more} more (`crctl accounts` lists every account)"
+    return (f"Not managed by these files ({counted(len(accounts), 'account')}, never "
+            f"touched): {names}.")
+
+
+NAMES_SHOWN = 20
+
+
+def applied_text(counts: dict[str, int]) -> str:
+    """'2 enabled, 1 changed, 1 removed; 1 user added, 3 updated, 0 deleted' (DESIGN §6)."""
+    return (f"{counts.get('enable', 0)} enabled, {counts.get('change', 0)} changed, "
+            f"{counts.get('remove', 0)} removed; {counted(counts.get('add_user', 0), 'user')} "
+            f"added, {counts.get('update_user', 0)} updated, {counts.get('delete_user', 0)} "
+            "deleted")
+
+
 def value(v: Any, quote: Quote = inert_text) -> str:
     """A field's value as shown in a plan: (none), [a, b], true/false or the text."""
     if v is None:

@@ -16,7 +16,10 @@ from reconciler.render.common import (
     counted,
     describe,
     identity_lines,
+    set_summary_line,
     summary_line,
+    unchanged_line,
+    unmanaged_text,
     violations_title,
 )
 
@@ -78,6 +81,28 @@ def _row(action: Action) -> str:
     """One table row: names in a code span or escaped, so none renders or ends the cell."""
     who = markdown_code(action.user, in_table=True) if action.user else "(the account)"
     return f"| {who} | {describe(action, inert_markdown, ARROW)} |"
+
+
+def render_set(plans: list[Plan], unmanaged: list[str] | None = None,
+               ident: Identity | None = None) -> str:
+    """A plan set's comment (several paths or a directory): the preamble (marker,
+    violations, digest), the accounts with changes as `render_all` lays them out, then
+    the unchanged accounts counted, the accounts that no file declares, and the totals
+    line; all of it under the size limit."""
+    if ident is None:
+        ident = identity(plans, as_list=True)
+    if not plans:  # a saved set without accounts
+        return render_all(plans, ident)
+    notes = [f"_{line}_" for line in (unchanged_line(plans),) if line]
+    if unmanaged:
+        notes.append(f"**{unmanaged_text(unmanaged, markdown_code)}**")
+    notes.append(f"**{set_summary_line(plans)}**")
+    ending = "\n" + "\n\n".join(notes) + "\n"
+    preamble = _preamble(plans, ident)
+    changed = [p for p in plans if p.has_changes]
+    if not changed:
+        return preamble + f"### crctl plan: {counted(len(plans), 'account')}\n" + ending
+    return preamble + _accounts(changed, LIMIT - len(preamble) - len(ending)) + ending
 
 
 def render_all(plans: list[Plan], ident: Identity | None = None) -> str:

@@ -197,6 +197,16 @@ def test_accounts_sorted(backend: Backend) -> None:
     assert [a.account for a in backend.accounts()] == ["alpha", "mid", "zeta"]
 
 
+def test_account_ids_are_the_accounts_ids_in_the_same_order(backend: Backend) -> None:
+    """account_ids (what plan sets list as "not managed by these files") sorts like
+    accounts, by code point whatever the database's collation ('-' sorts before digits)."""
+    assert backend.account_ids() == []
+    for name in ("ab", "a-c", "a1", "zeta"):
+        create(backend, account_v1(account=name, lineage=f"l-{name}"))
+    assert backend.account_ids() == ["a-c", "a1", "ab", "zeta"]
+    assert backend.account_ids() == [a.account for a in backend.accounts()]
+
+
 def test_bad_account_id_is_a_crctl_error(backend: Backend) -> None:
     for bad in ("ACME", "../x", "a\n", ""):
         with pytest.raises(InputError):
