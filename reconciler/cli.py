@@ -73,8 +73,18 @@ def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         root.obj.options[name] = value
 
 
+def _remember_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """A global flag given anywhere (group or command) stays set."""
+    if value:
+        _remember(ctx, param, "1")
+
+
 def global_options(func: F) -> F:
-    """--state/--state-dir/--actor, accepted before or after the command name."""
+    """--state/--state-dir/--actor/--no-color, accepted before or after the command name."""
+    func = click.option("--no-color", is_flag=True, expose_value=False,
+                        callback=_remember_flag,
+                        help="No colour, even if FORCE_COLOR or CLICOLOR_FORCE ask for it "
+                             "(also: NO_COLOR=1).")(func)
     func = click.option("--actor", metavar="USER", expose_value=False, callback=_remember,
                         help="Who applies: a Decision Maker or Phone Manager "
                              "(env CRCTL_ACTOR; crctl.toml actor).")(func)
@@ -116,15 +126,89 @@ def today() -> str:
 
 
 def color_enabled() -> bool:
-    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+    """Colour for text plans: see reconciler/color.py for --no-color, NO_COLOR,
+    FORCE_COLOR and CLICOLOR_FORCE."""
+    from reconciler import color
+
+    ctx = click.get_current_context(silent=True)
+    given = ctx.find_root().obj if ctx is not None else None
+    no_color = isinstance(given, Context) and "no_color" in given.options
+    return color.enabled(no_color, os.environ, sys.stdout.isatty())
+
+
+def echo_human(text: str) -> None:
+    """Print a text plan: with colour forced, click must keep the ANSI codes it would strip
+    from a pipe (the text has none when colour is off)."""
+    click.echo(text, nl=False, color=color_enabled())
+
+
+ENVIRONMENT = {
+    "CRCTL_STATE": "The state, as --state: a directory or a postgresql:// URL.",
+    "CRCTL_STATE_DIR": "A state directory, as --state-dir.",
+    "PG*": "For a postgresql:// state, libpq's PGHOST, PGPORT, PGDATABASE, PGUSER, "
+           "PGPASSWORD, PGPASSFILE, PGSERVICE, PGSERVICEFILE, PGSSLMODE and the others: "
+           "what the URL leaves out, and the password (never in the URL).",
+    "CRCTL_ACTOR": "Who runs the command, as --actor (crctl.toml: actor).",
+    "USER": "Names the lock holder (USER@host) when there is no actor.",
+    "GITHUB_*, CI_JOB_URL": "The CI job recorded with the lock, so that a waiting run names "
+                            "it (GITHUB_ACTIONS, GITHUB_SERVER_URL, GITHUB_REPOSITORY, "
+                            "GITHUB_RUN_ID; GITLAB_CI, CI_JOB_URL).",
+    "CRCTL_TODAY": "An ISO date that replaces today: rehearse activation dates.",
+    "NO_COLOR": "Set and not empty: no colour (wins over FORCE_COLOR).",
+    "FORCE_COLOR": "Set (and not 0): colour even when stdout is not a terminal (CI logs).",
+    "CLICOLOR_FORCE": "Set (and not 0): as FORCE_COLOR.",
+    "CRCTL_DEBUG": "Set: a crash shows its Python traceback (to report a bug).",
+}
+STATE_ENV = ("CRCTL_STATE", "CRCTL_STATE_DIR", "PG*")
+LOCK_ENV = ("CRCTL_ACTOR", "USER", "GITHUB_*, CI_JOB_URL")
+COLOR_ENV = ("NO_COLOR", "FORCE_COLOR", "CLICOLOR_FORCE")
+TODAY_ENV = ("CRCTL_TODAY",)
+# What each command reads (crctl --help lists them all; a command not named here reads
+# CRCTL_DEBUG only).
+COMMAND_ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    "validate": TODAY_ENV,
+    "plan": STATE_ENV + TODAY_ENV + COLOR_ENV,
+    "show": COLOR_ENV,
+    "apply": STATE_ENV + LOCK_ENV + TODAY_ENV + COLOR_ENV,
+    "sync": STATE_ENV + LOCK_ENV + TODAY_ENV,
+    "terminate": STATE_ENV + LOCK_ENV + TODAY_ENV,
+    "migrate-state": STATE_ENV + LOCK_ENV,
+    **{name: STATE_ENV for name in ("users", "import", "accounts", "history", "audit",
+                                    "force-unlock", "init")},
+}
+
+
+def _environment_help(formatter: click.HelpFormatter, names: tuple[str, ...]) -> None:
+    formatter.write_paragraph()
+    formatter.write_text("Environment:")
+    with formatter.indentation():
+        formatter.write_dl([(name, ENVIRONMENT[name]) for name in (*names, "CRCTL_DEBUG")])
+
+
+class CrctlCommand(click.Command):
+    """A command whose --help ends with the environment variables it reads."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _environment_help(formatter, COMMAND_ENVIRONMENT.get(self.name or "", ()))
 
 
 class OrderedGroup(click.Group):
-    """Lists commands in workflow order, not alphabetically."""
+    """Lists commands in workflow order, not alphabetically; every command's help lists
+    its environment."""
+
+    command_class = CrctlCommand
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         known = [c for c in COMMAND_ORDER if c in self.commands]
         return known + sorted(c for c in self.commands if c not in COMMAND_ORDER)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _environment_help(formatter, tuple(n for n in ENVIRONMENT if n != "CRCTL_DEBUG"))
+        formatter.write_paragraph()
+        formatter.write_text("Configuration: the nearest crctl.toml (state, pg_schema, actor, "
+                             "lock_lease).")
 
 
 COMMAND_ORDER = ("validate", "plan", "show", "apply", "sync", "users", "import", "accounts",
@@ -149,10 +233,8 @@ def cli(ctx: click.Context) -> None:
       crctl apply acme.plan
       crctl users acme --filter product=always-on
 
-    \b
-    Environment: CRCTL_STATE, CRCTL_STATE_DIR, CRCTL_ACTOR, CRCTL_TODAY (an ISO date that
-    replaces today), CRCTL_DEBUG (tracebacks), NO_COLOR. Configuration: the nearest
-    crctl.toml (state, pg_schema, actor).
+    Colour: on a terminal; --no-color or NO_COLOR turn it off, FORCE_COLOR or
+    CLICOLOR_FORCE turn it on in a pipe (CI logs); NO_COLOR wins.
     """
     if ctx.obj is None:
         ctx.obj = Context()
@@ -162,9 +244,10 @@ def cli(ctx: click.Context) -> None:
 @global_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: {valid, files, errors: [{path, line, column, field, message}]}.")
 def validate(paths: tuple[str, ...], fmt: str) -> None:
-    """Check desired-state files offline (directories: every *.yaml / *.yml).
+    """Check desired-state files offline (directories: every *.yaml / *.yml below them).
 
     Prints every problem of every file as PATH:LINE:COL: error: FIELD: message and
     exits 1 if there is any; exits 0 when all files are valid.
@@ -204,6 +287,8 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
 
 
 FORMATS = click.Choice(["text", "json", "markdown"])
+LOCK_TIMEOUT_HELP = ("How long to wait for the account lock (e.g. 1s, 2m, 1m30s); then exit "
+                     "4 naming the holder.")
 
 
 def backend_of(ctx: Context) -> Backend:
@@ -254,7 +339,9 @@ def render(plans: list, fmt: str, *, as_list: bool, docs: list | None = None,
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option("--out", "out", type=click.Path(dir_okay=False), metavar="PLANFILE",
               help="Save the plan (JSON) for `crctl apply PLANFILE`.")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text for terminals and logs; json: the plan document (a list for "
+                   "several paths or a directory); markdown: a pull-request comment.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there are no changes, 2 when there are.")
 @click.option("--force", is_flag=True,
@@ -265,12 +352,15 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
          detailed_exitcode: bool, force: bool) -> None:
     """Show what apply would change; never writes to the state directory.
 
-    PATH is an account file or a directory of them. The output shows the plan's digest
-    (for `apply PATH --expect DIGEST`) and, with --out, the saved plan's checksum (for
-    `apply PLANFILE --checksum SHA256`). A plan that breaks a safety limit (more than
-    safety.max_remove_pct removals, a termination, a prevent_remove service) is printed
-    (and saved) in full with the violations first, then exits 5, unless --force, which
-    records them in the plan (`forced`).
+    Each PATH is an account file or a directory (every *.yaml / *.yml below it, hidden
+    ones skipped). Several paths or a directory make a plan set: accounts with changes
+    are shown, unchanged ones counted, and the state's accounts that no file declares
+    are listed as not managed by these files (never touched). The output shows the
+    plan's digest (for `apply PATH --expect DIGEST`) and, with --out, the saved plan's
+    checksum (for `apply PLANFILE --checksum SHA256`). A plan that breaks a safety limit
+    (more than safety.max_remove_pct removals, a termination, a prevent_remove service)
+    is printed (and saved) in full with the violations first, then exits 5, unless
+    --force, which records them in the plan (`forced`).
 
     \b
     Examples:
@@ -299,8 +389,12 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
         save(out, dumps(plans, as_list=as_list, docs=docs))
     if fmt == "text":
         click.echo(state_header(backend), nl=False)
-    click.echo(render(plans, fmt, as_list=as_list, docs=docs, saved=bool(out),
-                      unmanaged=unmanaged), nl=False)
+    output = render(plans, fmt, as_list=as_list, docs=docs, saved=bool(out),
+                    unmanaged=unmanaged)
+    if fmt == "text":
+        echo_human(output)
+    else:
+        click.echo(output, nl=False)
     if fmt == "json" and unmanaged:
         # the plan set is a JSON list of plan documents (what --out saves and apply reads):
         # the accounts it does not manage are said beside it, not inside it
@@ -315,7 +409,8 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
 @cli.command()
 @global_options
 @click.argument("planfile", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text, json (the plan document as saved) or markdown (a pull-request comment).")
 def show(planfile: str, fmt: str) -> None:
     """Render a saved plan (refuses an altered one with exit 3).
 
@@ -326,7 +421,11 @@ def show(planfile: str, fmt: str) -> None:
     from reconciler.plan import load_file
 
     plans, is_set = load_file(planfile)
-    click.echo(render(plans, fmt, as_list=is_set, saved=True, loaded=True), nl=False)
+    output = render(plans, fmt, as_list=is_set, saved=True, loaded=True)
+    if fmt == "text":
+        echo_human(output)
+    else:
+        click.echo(output, nl=False)
 
 
 @cli.command()
@@ -341,19 +440,20 @@ def show(planfile: str, fmt: str) -> None:
               help="With desired state: apply only if the fresh plan's digest (a plan "
                    "set's, for a directory) is DIGEST, the one reviewed; exit 3 otherwise.")
 @click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
-              help="How long to wait for the account lock (e.g. 1s, 2m, 1m30s).")
+              help=LOCK_TIMEOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: the outcome as JSON (implies no prompt "
                                       "output; combine with --auto-approve).")
 @click.pass_obj
 def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
           checksum: str | None, expect: str | None, lock_timeout: str, fmt: str) -> None:
-    """Apply desired state (PATH: file or directory) or exactly a saved plan (PLANFILE).
+    """Apply desired state (PATH...: files, directories) or exactly a saved plan (PLANFILE).
 
-    With PATH: plans, shows the plan and asks for 'yes' unless --auto-approve. With a
-    saved PLANFILE: no prompt (the reviewed plan is the approval); refused with exit 3
-    when stale (the account changed since) or altered (checksum). Needs an actor who is
-    a Decision Maker or Phone Manager of the account (exit 6 otherwise).
+    With PATH...: plans as `crctl plan` does, shows the plan and asks for 'yes' unless
+    --auto-approve. With a saved PLANFILE: no prompt (the reviewed plan is the approval);
+    refused with exit 3 when stale (the account changed since) or altered (checksum).
+    Every account with actions needs an actor who is a Decision Maker or Phone Manager
+    of it; unchanged accounts need nothing (exit 6 names every account refused).
 
     A saved plan made with --force applies without a second --force while the safety
     limits it breaks are the ones it recorded.
@@ -388,8 +488,8 @@ def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
         if fmt == "json":
             return
         click.echo(state_header(backend), nl=False)
-        click.echo(render(plans, "text", as_list=shown.as_set, saved=saved, loaded=saved,
-                          unmanaged=shown.unmanaged), nl=False)
+        echo_human(render(plans, "text", as_list=shown.as_set, saved=saved, loaded=saved,
+                          unmanaged=shown.unmanaged))
 
     try:
         if found:
@@ -512,9 +612,11 @@ def _confirm(auto_approve: bool) -> bool:
 @cli.command()
 @global_options
 @click.argument("account")
-@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
+              help=LOCK_TIMEOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: the outcome {account, serial, wrote, counts, terminated, mirror}.")
 @click.pass_obj
 def sync(ctx: Context, account: str, lock_timeout: str, fmt: str) -> None:
     """Re-sync the MIR mirror from the portal and activate due pending services.
@@ -544,7 +646,8 @@ def sync(ctx: Context, account: str, lock_timeout: str, fmt: str) -> None:
               help="Remove the lock even though its holder is alive (PostgreSQL: ends the "
                    "holder's session).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: {removed: the holder of the removed lock}.")
 @click.pass_obj
 def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str) -> None:
     """Remove an account's lock whose holder is gone (the id must match).
@@ -574,7 +677,9 @@ def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str
                    "repeat to combine with AND. product takes on-demand, always-on or the "
                    "full name.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+              show_default=True,
+              help="table for terminals; json (keys full_name, phone_number, extension, "
+                   "product, username, email, status) or csv, for scripts.")
 @click.pass_obj
 def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ...],
           fmt: str) -> None:
@@ -646,9 +751,11 @@ def import_(ctx: Context, account: str, out: str | None, force: bool,
 @click.option("--force", is_flag=True,
               help="Override the safety limits (an account of 10 users or more, a "
                    "prevent_remove service).")
-@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
+              help=LOCK_TIMEOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: the outcome {account, serial, wrote, counts, terminated, mirror}.")
 @click.pass_obj
 def terminate(ctx: Context, account: str, confirm: str, force: bool, lock_timeout: str,
               fmt: str) -> None:
@@ -680,7 +787,8 @@ def terminate(ctx: Context, account: str, confirm: str, force: bool, lock_timeou
 @cli.command()
 @global_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: [{account, users, cr_users, serial, last_change}].")
 @click.pass_obj
 def accounts(ctx: Context, fmt: str) -> None:
     """Every account in the state: id, name, users, CR users, serial, last change.
@@ -706,7 +814,8 @@ def accounts(ctx: Context, fmt: str) -> None:
 @global_options
 @click.argument("account")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: [{serial, time, actor, operation, counts, readable}].")
 @click.pass_obj
 def history(ctx: Context, account: str, fmt: str) -> None:
     """The account's versions: serial, time, actor, operation, action counts.
@@ -745,7 +854,8 @@ AUDIT_COLUMNS = ("time", "serial", "actor", "operation", "action", "user", "user
 @click.option("--action", "actions", multiple=True, metavar="KIND",
               help="Only these actions (repeat): enable, change, remove, add_user, ...")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: the entries as stored; csv: the columns of the text table.")
 @click.pass_obj
 def audit(ctx: Context, account: str, user: str | None, since: str | None,
           until: str | None, actions: tuple[str, ...], fmt: str) -> None:
@@ -836,9 +946,12 @@ def init(ctx: Context, print_sql: bool) -> None:
 @global_options
 @click.option("--to", "to", required=True, metavar="LOCATION",
               help="The state to copy to: a directory or a postgresql:// URL.")
-@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION")
+@click.option("--lock-timeout", default="10s", show_default=True, metavar="DURATION",
+              help=LOCK_TIMEOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="json: {accounts, versions, audit_entries, recordings, tombstones, "
+                   "verified}.")
 @click.pass_obj
 def migrate_state(ctx: Context, to: str, lock_timeout: str, fmt: str) -> None:
     """Copy every account, its history, MIR mirror, audit log and tombstones to another

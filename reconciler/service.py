@@ -180,11 +180,26 @@ def read_plan_file(path: str) -> bytes | None:
         return None  # the desired-state loader names the path and the reason
 
 
-def wait_notice(account: str, holder: LockInfo | None) -> None:
-    """Said once per account while a run waits for its lock (DESIGN §3.2)."""
+def wait_notice(account: str, holder: LockInfo | None, timeout: float) -> None:
+    """Said once per account while a run waits for its lock (DESIGN §3.2, §6): who holds
+    it and how long this run waits, so a CI log explains a pause before an exit 4."""
     who = holder.describe() if holder else "another process"
-    print(printable(f"Waiting for the lock of account {account} (held by {who})..."),
+    print(printable(f"Waiting for the lock of account {account} (held by {who}) for up to "
+                    f"{format_duration(timeout)} (--lock-timeout)..."),
           file=sys.stderr, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """90.0 -> '1m30s', 10.0 -> '10s', 0.5 -> '500ms': as --lock-timeout takes them."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = round(seconds)
+    if abs(seconds - whole) > 1e-9:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return "".join(parts) or "0s"
 
 
 @contextmanager
@@ -192,7 +207,10 @@ def locked(backend: Backend, accounts: list[str], actor: str | None, operation: 
            timeout: float) -> Iterator[LockInfo]:
     """Hold the locks of `accounts` (sorted by the backend, so two runs never wait on
     each other in a cycle)."""
-    with backend.lock(accounts, default_who(actor), operation, timeout, wait_notice) as info:
+    def notice(account: str, holder: LockInfo | None) -> None:
+        wait_notice(account, holder, timeout)
+
+    with backend.lock(accounts, default_who(actor), operation, timeout, notice) as info:
         yield info
 
 

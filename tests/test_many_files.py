@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import selectors
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
-from apply_helpers import account_yaml, portal
-from support import crctl
+from apply_helpers import account_yaml, portal, wait_for_lock
+from support import crctl, popen
+
+from reconciler.cli import COMMAND_ORDER, cli
 
 BOT = "ci-bot"
 
@@ -382,3 +389,193 @@ def test_saved_plan_set_apply_prints_the_same_lines(tmp_path: Path) -> None:
         "0 deleted; in 2 accounts.")
     assert "a00: 1 enabled, 0 changed, 0 removed; 1 user added, 0 updated, 0 deleted." \
         in result.stdout.splitlines()
+
+
+# -- 3. the CLI in a CI log: lock wait, --lock-timeout, colour, --help ----------------------
+
+def read_line(stream: Any, timeout: float = 60) -> str:
+    """One line of a child's pipe, or fail after `timeout` (never hang the suite)."""
+    selector = selectors.DefaultSelector()
+    selector.register(stream, selectors.EVENT_READ)
+    try:
+        if not selector.select(timeout):
+            raise AssertionError(f"no line within {timeout}s")
+        return str(stream.readline())
+    finally:
+        selector.close()
+
+
+def test_a_waiting_apply_says_once_who_holds_the_lock_and_waits_up_to_1m30s(
+        tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 1)
+    path = write(repo, "a00", None, extra=1)
+    first = popen("apply", path, state=state, actor="admin", stdin=subprocess.PIPE)
+    second = None
+    try:
+        holder = wait_for_lock(state, "a00", proc=first)
+        second = popen("apply", path, "--auto-approve", "--lock-timeout", "1m30s",
+                       state=state, actor="admin")
+        line = read_line(second.stderr)
+        assert line.startswith(f"Waiting for the lock of account a00 (held by lock "
+                               f"{holder['id']} held by admin@"), line
+        assert line.endswith(" for apply since " + holder["created"]
+                             + ") for up to 1m30s (--lock-timeout)...\n"), line
+        time.sleep(1.5)  # longer than the default of a poll: still waiting, and silent
+        assert second.poll() is None
+        out, err = first.communicate("yes\n", timeout=60)
+        assert first.returncode == 0, err
+        out, err = second.communicate(timeout=60)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert second.returncode == 0, err
+    assert "Waiting" not in err  # said once
+    assert out.rstrip().splitlines()[-1] == "No changes."  # re-planned after the wait
+    assert portal(state, "a00")["serial"] == 2
+
+
+def test_a_duration_without_its_unit_is_refused(tmp_path: Path) -> None:
+    repo, state = fleet(tmp_path, 1)
+    result = crctl("apply", repo, "--auto-approve", "--lock-timeout", "1m30", state=state,
+                   actor="admin")
+    assert result.returncode == 1
+    assert result.stderr == ("Error: invalid duration '1m30': use e.g. 10s, 2m, 1m30s or "
+                             "500ms\n")
+
+
+ESC = "\x1b["
+NO_ENV_COLOR = {"NO_COLOR": ""}  # support.crctl sets NO_COLOR=1; empty means unset
+
+
+def colour_repo(tmp_path: Path) -> tuple[Path, Path]:
+    repo, state = tmp_path / "accounts", tmp_path / "state"
+    write(repo, "acme", None)
+    return repo / "acme.yaml", state
+
+
+def test_a_pipe_gets_no_colour_unless_forced(tmp_path: Path) -> None:
+    path, state = colour_repo(tmp_path)
+    assert ESC not in crctl("plan", path, state=state, env=NO_ENV_COLOR).stdout
+    for force in ({"FORCE_COLOR": "1"}, {"FORCE_COLOR": "true"}, {"CLICOLOR_FORCE": "1"}):
+        out = crctl("plan", path, state=state, env={**NO_ENV_COLOR, **force}).stdout
+        assert f"{ESC}1mAccount acme (new){ESC}0m" in out, force
+        assert f"{ESC}32m  + create account" in out, force
+    for weak in ({"FORCE_COLOR": "0"}, {"FORCE_COLOR": ""}, {"CLICOLOR_FORCE": "0"}):
+        out = crctl("plan", path, state=state, env={**NO_ENV_COLOR, **weak}).stdout
+        assert ESC not in out, weak
+
+
+def test_no_color_and_the_flag_win_over_force_color(tmp_path: Path) -> None:
+    path, state = colour_repo(tmp_path)
+    forced = {"FORCE_COLOR": "1", "CLICOLOR_FORCE": "1"}
+    assert ESC not in crctl("plan", path, state=state, env={**forced, "NO_COLOR": "1"}).stdout
+    for args in (("--no-color", "plan", path), ("plan", path, "--no-color")):
+        out = crctl(*args, state=state, env={**forced, **NO_ENV_COLOR}).stdout
+        assert ESC not in out and "Account acme (new)" in out, args
+
+
+def test_forced_colour_reaches_show_and_apply_but_never_json_or_markdown(
+        tmp_path: Path) -> None:
+    path, state = colour_repo(tmp_path)
+    forced = {**NO_ENV_COLOR, "FORCE_COLOR": "1"}
+    saved = tmp_path / "plan.json"
+    plan_json = crctl("plan", path, "--format", "json", "--out", saved, state=state,
+                      env=forced)
+    assert ESC not in plan_json.stdout and ESC not in saved.read_text()
+    assert ESC not in crctl("plan", path, "--format", "markdown", state=state,
+                            env=forced).stdout
+    assert f"{ESC}1mAccount acme (new)" in crctl("show", saved, env=forced).stdout
+    assert ESC not in crctl("show", saved, "--format", "markdown", env=forced).stdout
+    applied = crctl("apply", path, "--auto-approve", state=state, actor="admin", env=forced)
+    assert f"{ESC}1mAccount acme (new)" in applied.stdout
+
+
+def run_on_a_terminal(*args: Any, env: dict[str, str], state: Path) -> str:
+    """stdout of crctl when it is a terminal (a pseudo-terminal)."""
+    master, slave = pty.openpty()
+    proc = popen(*args, state=state, env=env, stdout=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    proc.wait(timeout=60)
+    assert proc.stderr is not None
+    assert proc.returncode == 0, proc.stderr.read()
+    proc.stderr.close()
+    return b"".join(chunks).decode()
+
+
+def test_a_terminal_gets_colour_and_no_color_or_the_flag_turn_it_off(tmp_path: Path) -> None:
+    path, state = colour_repo(tmp_path)
+    assert f"{ESC}1mAccount acme (new)" in run_on_a_terminal("plan", path, state=state,
+                                                             env=NO_ENV_COLOR)
+    assert ESC not in run_on_a_terminal("plan", path, state=state, env={"NO_COLOR": "1"})
+    assert ESC not in run_on_a_terminal("plan", path, "--no-color", state=state,
+                                        env=NO_ENV_COLOR)
+
+
+def help_of(*args: str) -> str:
+    result = crctl(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def commands_listed() -> list[str]:
+    text = help_of()
+    section = text[text.index("\nCommands:\n") + len("\nCommands:\n"):]
+    names = []
+    for line in section.splitlines():
+        if not line.startswith("  "):
+            break
+        names.append(line.split()[0])
+    return names
+
+
+def test_crctl_help_lists_every_command_in_workflow_order() -> None:
+    listed = commands_listed()
+    assert listed[:4] == ["validate", "plan", "show", "apply"]
+    assert sorted(listed) == sorted(cli.commands)
+    assert [c for c in COMMAND_ORDER if c in cli.commands] == listed, \
+        "a command missing from cli.COMMAND_ORDER is listed out of workflow order"
+
+
+STATE_VARS = ("CRCTL_STATE", "CRCTL_STATE_DIR", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER",
+              "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSSLMODE")
+COLOR_VARS = ("NO_COLOR", "FORCE_COLOR", "CLICOLOR_FORCE")
+OFFLINE = {"validate", "show", "schema"}  # commands that never read the state
+READS = {
+    "CRCTL_ACTOR": {"apply", "sync", "terminate", "migrate-state"},
+    "CRCTL_TODAY": {"validate", "plan", "apply", "sync", "terminate"},
+    **dict.fromkeys(COLOR_VARS, {"plan", "show", "apply"}),
+}
+
+
+def test_crctl_help_documents_every_environment_variable() -> None:
+    text = help_of()
+    for name in (*STATE_VARS, *COLOR_VARS, "CRCTL_ACTOR", "CRCTL_TODAY", "CRCTL_DEBUG",
+                 "--no-color"):
+        assert name in text, name
+
+
+def test_every_command_help_documents_its_options_and_environment() -> None:
+    for name in commands_listed():
+        text = help_of(name)
+        environment = text[text.index("\nEnvironment:\n"):]
+        for param in cli.commands[name].params:
+            if isinstance(param, click.Option):
+                assert param.help, f"crctl {name} {param.opts[0]} has no help text"
+                for opt in param.opts:
+                    assert opt in text, f"crctl {name} --help does not show {opt}"
+        expected = {"CRCTL_DEBUG"} | ({*STATE_VARS} if name not in OFFLINE else set())
+        expected |= {var for var, commands in READS.items() if name in commands}
+        for var in expected:
+            assert var in environment, f"crctl {name} --help does not name {var}"

@@ -272,7 +272,8 @@ def test_json_output_of_validate_sync_and_terminate(tmp_path: Path) -> None:
     assert synced["account"] == "acme" and synced["serial"] == 1
     applied = run(state, "apply", str(EXAMPLE_ACME), "--auto-approve", "--format", "json",
                   actor="jdoe")
-    assert json.loads(applied.stdout) == {"applied": [], "changed": False}
+    assert json.loads(applied.stdout) == {"applied": [], "changed": False,
+                                          "unchanged": ["acme"], "unmanaged": []}
     gone = run(state, "terminate", "acme", "--confirm", "acme", "--force", "--format", "json",
                actor="jdoe")
     assert json.loads(gone.stdout)["terminated"]["users"] == 4
