@@ -579,3 +579,21 @@ def test_every_command_help_documents_its_options_and_environment() -> None:
         expected |= {var for var, commands in READS.items() if name in commands}
         for var in expected:
             assert var in environment, f"crctl {name} --help does not name {var}"
+
+
+def test_markdown_of_a_large_set_stays_under_the_comment_limit_with_its_footer(
+        tmp_path: Path) -> None:
+    """The unchanged count, the unmanaged accounts and the totals are never dropped to fit
+    GitHub's 65,536 characters."""
+    repo, state = fleet(tmp_path, 25)
+    for i in range(1, 25):
+        (repo / f"a{i:02d}.yaml").unlink()
+    for i in range(700):
+        write(repo, f"new{i:03d}", None, extra=8)
+    md = crctl("plan", repo, "--format", "markdown", state=state).stdout
+    assert len(md) <= 65_536
+    assert "_1 account unchanged._" in md
+    assert "**Not managed by these files (24 accounts, never touched): `a01`" in md
+    assert md.rstrip().endswith(
+        "**Plan: 6300 to enable, 0 to change, 0 to remove; 7000 users to add, 0 to update, "
+        "0 to delete; in 700 accounts.**")
