@@ -477,6 +477,22 @@ def test_a_push_that_merged_no_pull_request_applies_nothing(tmp_path: Path,
     assert flow.serials() == {}
 
 
+def test_an_invalid_file_fails_the_pull_request_without_a_comment(
+        tmp_path: Path, shared_state: Any) -> None:
+    flow = make_flow(tmp_path, "github", "artifact", shared_state)
+
+    def onboard_with_a_typo(accounts: Path) -> None:
+        onboard(accounts)
+        replace("acme", 'extension: "2102"', 'extension: "21x2"')(accounts)
+
+    broken = flow.open_pr("broken", onboard_with_a_typo)
+    job = flow.pr_job(broken)
+    assert job.rc == 1, job.out
+    assert "acme.yaml:" in job.out and "extension" in job.out  # file:line:col, the field
+    assert flow.comments(broken) == [] and not (job.workdir / "plan.json").exists()
+    assert flow.load()["runs"][-1]["ok"] is False
+
+
 def test_the_install_step_puts_crctl_on_a_fresh_runner(tmp_path: Path) -> None:
     """The workflows' install step, in a fresh virtual environment (a runner's Python)."""
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "runner")], check=True)
