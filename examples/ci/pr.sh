@@ -35,9 +35,9 @@ case $rc in
     { cat plan.md
       printf '\n---\n'
       printf '**Refused by a safety limit (exit 5).** Nothing can be applied as it is. '
-      printf 'If the reviewers accept the violations above, re-plan with `--force` '
-      printf '(CRCTL_CI_FORCE=1): the saved plan then records them, and the merge applies '
-      printf 'it without a second `--force`.\n'
+      printf 'If the reviewers accept the violations above, they add the label '
+      printf '`crctl-force` and plan again (`--force`, CRCTL_CI_FORCE=1): the saved plan '
+      printf 'then records them, and the merge applies it without a second `--force`.\n'
     } > comment.md
     rm -f plan.json   # never an artifact: only a plan made with --force may carry violations
     echo "crctl: the plan breaks a safety limit (exit 5); comment.md shows it in full" >&2
