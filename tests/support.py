@@ -18,6 +18,8 @@ talks to or races), so that all of them see the same environment:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -96,3 +98,21 @@ def popen(*args: Arg, state: Arg | None = None, actor: str | None = None,
                             env=crctl_env(actor, today, env, columns), stdin=stdin,
                             stdout=stdout, stderr=stderr, text=text,
                             preexec_fn=_umask(umask))
+
+
+def canonical_sha256(value: Any) -> str:
+    """DESIGN §5's hash, computed here independently of crctl: sha256 of the canonical
+    JSON (sorted keys, no spaces, UTF-8)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False).encode()).hexdigest()
+
+
+def resign(doc: dict[str, Any]) -> dict[str, Any]:
+    """An edited plan document with its digest (if it has one) and checksum redone, as
+    anyone who edits a plan file can: what crctl must still refuse is what the hashes
+    cannot catch."""
+    if "digest" in doc:
+        doc["digest"] = canonical_sha256(
+            {k: doc[k] for k in ("account", "prior_state", "actions", "mir") if k in doc})
+    doc["checksum"] = canonical_sha256({k: v for k, v in doc.items() if k != "checksum"})
+    return doc

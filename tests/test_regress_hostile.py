@@ -10,7 +10,6 @@ encoding cannot show a name. (support.crctl fails any run that prints "Traceback
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import crctl
+from support import crctl, resign
 
 ACTOR = "jdoe"
 
@@ -39,16 +38,6 @@ def account_yaml(bob_first: str = "Bob", bob_ext: str = "2102", bob_product: str
             f"    email: bob@acme.example\n    extension: \"{bob_ext}\"\n    profile: Elite\n"
             f"    location: Ottawa\n    call_recording:\n      product: {bob_product}\n")
 
-
-def resign(doc: dict[str, Any]) -> dict[str, Any]:
-    if "digest" in doc:  # the digest too (DESIGN §5), as a forger would
-        part = {k: doc[k] for k in ("account", "prior_state", "actions", "mir") if k in doc}
-        doc["digest"] = hashlib.sha256(json.dumps(
-            part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    doc["checksum"] = hashlib.sha256(json.dumps(
-        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    return doc
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -10,14 +10,13 @@ renders a link, an image, HTML, a mention or a broken table row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import crctl
+from support import crctl, resign
 
 # What a hostile name may hold in a desired file (the schema refuses C0 and C1 controls).
 BIDI_NAME = "Eve\u202egnp.exe\u2066x\u2069"
@@ -52,17 +51,6 @@ def account_yaml(first: str, last: str, name: str = "Acme") -> str:
             "    email: bob@acme.example\n    extension: \"2102\"\n    profile: Elite\n"
             "    location: Ottawa\n    call_recording:\n      product: on-demand\n")
 
-
-def resign(doc: dict[str, Any]) -> dict[str, Any]:
-    """The checksum redone over an edited plan, as anyone editing one can."""
-    if "digest" in doc:  # the digest too (DESIGN §5), as a forger would
-        part = {k: doc[k] for k in ("account", "prior_state", "actions", "mir") if k in doc}
-        doc["digest"] = hashlib.sha256(json.dumps(
-            part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    doc["checksum"] = hashlib.sha256(json.dumps(
-        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    return doc
 
 
 @pytest.fixture
