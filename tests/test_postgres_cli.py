@@ -512,9 +512,22 @@ def test_a_connection_cut_mid_apply_leaves_the_state_as_before(
     """The issue's `pg_terminate_backend` of the working connection and `pg_ctl restart
     -m immediate` mid-apply: the state is as before (serial 1, the old users, no new audit
     entries), crctl exits 1 naming the problem (no traceback), and the retry succeeds."""
+
+    import pgserver
+
+    if fault == "restart":  # its own server: a restart must not cut the other tests' one
+        server = pgserver.start()
+        try:
+            _cut_mid_apply(server, server.url, tmp_path, fault)
+        finally:
+            server.stop()
+    else:
+        _cut_mid_apply(pg_server, pg_database(), tmp_path, fault)
+
+
+def _cut_mid_apply(pg_server: Any, url: str, tmp_path: Path, fault: str) -> None:
     import os
 
-    url = pg_database()
     assert crctl(url, "apply", str(EXAMPLE_ACME), "--auto-approve").returncode == 0
     users = acme_users()
     users["asmith"]["call_recording"] = {"product": "always-on"}
