@@ -133,7 +133,8 @@ def color_enabled() -> bool:
     ctx = click.get_current_context(silent=True)
     given = ctx.find_root().obj if ctx is not None else None
     no_color = isinstance(given, Context) and "no_color" in given.options
-    return color.enabled(no_color, os.environ, sys.stdout.isatty())
+    return color.enabled(no_color, os.environ,
+                         sys.stdout is not None and sys.stdout.isatty())
 
 
 def echo_human(text: str) -> None:
@@ -382,11 +383,11 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
     as_list = is_set(paths)
     docs = None
     unmanaged = service.unmanaged(backend, desired) if as_list else []
-    if out:
+    if out is not None:
         from reconciler.plan import documents, dumps, save
 
         docs = documents(plans, as_list=as_list)
-        save(out, dumps(plans, as_list=as_list, docs=docs))
+        save(out, dumps(plans, as_list=as_list, docs=docs), [d.path for d in desired])
     if fmt == "text":
         click.echo(state_header(backend), nl=False)
     output = render(plans, fmt, as_list=as_list, docs=docs, saved=bool(out),

@@ -19,8 +19,9 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -297,18 +298,31 @@ def dumps(plans: list[Plan], *, as_list: bool,
     return json.dumps(docs if as_list else docs[0], indent=2, ensure_ascii=False) + "\n"
 
 
-def save(path: str, text: str) -> None:
-    """Write a plan file, always 0600 (plans hold personal data), refusing a symlink.
+def save(path: str, text: str, inputs: Sequence[str] = ()) -> None:
+    """Write a plan file, always 0600 (plans hold personal data), refusing a symlink,
+    anything that is not a regular file (`--out /dev/null` run as root would otherwise
+    replace the device with a file of personal data) and the desired files it was planned
+    from (`inputs`).
 
     The text goes to a new private file beside `path`, which is then renamed over it:
     an existing file's mode (say 0644) or other hard links never see the new content.
     """
+    if not path:
+        raise InputError("--out: an empty path names no file; nothing was saved")
     shown = inert_text(path)  # a hostile file name must not forge lines
     directory = os.path.dirname(path) or "."
     tmp = None
     try:
-        if os.path.islink(path):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode):
             raise OSError(errno.ELOOP, "is a symbolic link; refusing to follow it")
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EEXIST, "exists and is not a regular file")
+        if info is not None and any(_same_file(path, given) for given in inputs):
+            raise OSError(errno.EEXIST, "is one of the desired files being planned")
         fd, tmp = tempfile.mkstemp(prefix=".crctl-plan-", dir=directory)  # O_EXCL, 0600
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -323,6 +337,13 @@ def save(path: str, text: str) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 MAX_PLAN_BYTES = 512 * 1024 * 1024

@@ -13,6 +13,7 @@ import resource
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,34 @@ def test_the_schema_copy_import_points_to_validates_the_imported_file(
     schema = json.loads(support.crctl("schema", "account").stdout)
     data = core(yaml.load(text, Loader=yaml.BaseLoader))  # noqa: S506 - strings only
     jsonschema.Draft202012Validator(schema).validate(data)
+
+
+def test_plan_out_refuses_what_is_not_a_regular_file_and_its_own_input(tmp_path: Path) -> None:
+    """`plan --out` replaced whatever was at the path: a device or FIFO (as root,
+    `--out /dev/null` turned the device into a file of personal data), or the desired
+    file being planned. Each is refused (exit 1) and left as it was; `--out ''` too."""
+    desired = tmp_path / "acme.yaml"
+    shutil.copy(EXAMPLES / "acme.yaml", desired)
+    before = desired.read_bytes()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    state = tmp_path / "state"
+    for target, says in ((fifo, "not a regular file"),
+                         (desired, "one of the desired files being planned"),
+                         ("", "an empty path names no file")):
+        result = crctl(state, "plan", desired, "--out", target)
+        assert result.returncode == 1, (target, result.stdout, result.stderr)
+        assert says in result.stderr, result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert desired.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acme.yaml", "pipe"]
+
+
+def test_a_closed_stdout_is_no_internal_error(tmp_path: Path) -> None:
+    """`crctl plan … >&-`: no stdout at all (sys.stdout is None) is no internal error."""
+    result = subprocess.run(
+        ["sh", "-c", '"$0" -m reconciler --state-dir "$1" plan "$2" >&-', sys.executable,
+         str(tmp_path / "state"), str(EXAMPLES / "acme.yaml")],
+        env=support.crctl_env(), capture_output=True, text=True, timeout=60)
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 0, result.stderr
