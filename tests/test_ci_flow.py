@@ -15,7 +15,9 @@ The walk, for each platform and both merge strategies (the artifact; re-plan wit
 reviewed digest): onboarding two accounts; a change; a stale plan (another merge lands
 in between: exit 3, re-plan, review, apply the new digest); a plan refused by a safety
 limit (exit 5, the comment still shows all of it); the same plan forced and reviewed
-(applied without a second --force).
+(applied without a second --force). And an artifact forged after the review (a
+refused plan's `forced` flipped, digest and checksum recomputed) is refused: the merge
+pins the checksum of the reviewed comment.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import EXAMPLES, REPO, crctl, crctl_env
+from support import EXAMPLES, REPO, canonical_sha256, crctl, crctl_env, resign
 
 CI = EXAMPLES / "ci"
 GITHUB_WORKFLOW = yaml.safe_load((CI / "github" / "crctl.yml").read_text())
@@ -90,6 +92,28 @@ def set_digest(plan: Any) -> str:
                                        ensure_ascii=False).encode()).hexdigest()
     assert plan["digest"] == digest
     return digest
+
+
+def set_checksum(plan: Any) -> str:
+    """DESIGN §5, computed here: a document's checksum is the sha256 of the canonical JSON
+    of everything else; a plan set's, the sha256 of its documents' checksums joined by
+    newlines."""
+    if isinstance(plan, list):
+        joined = "\n".join(set_checksum(doc) for doc in plan)
+        return hashlib.sha256(joined.encode()).hexdigest()
+    checksum = canonical_sha256({k: v for k, v in plan.items() if k != "checksum"})
+    assert plan["checksum"] == checksum
+    return checksum
+
+
+CHECKSUM_LINE = "<!-- crctl-ci checksum="
+
+
+def comment_checksum(body: str) -> str:
+    """The checksum of the CI's hidden line (pr.sh): the one the merge pins plan.json to."""
+    lines = [line for line in body.splitlines() if line.startswith(CHECKSUM_LINE)]
+    assert len(lines) == 1, body
+    return lines[0][len(CHECKSUM_LINE):].removesuffix(" -->")
 
 
 def comment_digest(body: str) -> str:
@@ -378,6 +402,7 @@ def test_pull_request_plans_and_merge_applies(platform: str, strategy: str, tmp_
     body = flow.comment(onboarding)
     artifact = json.loads((planned.workdir / "plan.json").read_text())
     assert comment_digest(body) == set_digest(artifact)
+    assert comment_checksum(body) == set_checksum(artifact)  # what the merge pins
     assert "`acme`" in body and "`globex`" in body
     assert flow.serials() == {}  # planning never writes, and the reader could not
     applied = flow.merge_job(flow.merge(onboarding))
@@ -465,6 +490,81 @@ def test_pull_request_plans_and_merge_applies(platform: str, strategy: str, tmp_
     assert "jdoe" not in flow.cr_users("acme")
 
 
+@pytest.mark.parametrize("platform", ["github", "gitlab"])
+def test_an_artifact_forged_after_the_review_is_refused(platform: str, tmp_path: Path,
+                                                        shared_state: Any) -> None:
+    """The artifact strategy's threat: whoever can replace plan.json after the review (the
+    PR's own job runs the PR branch's scripts) edits it and redoes digest and checksum
+    with plain sha256. The merge pins the checksum of the reviewed comment, so the forged
+    plan is refused (exit 3) and nothing is applied; a comment without the checksum line
+    applies nothing either (exit 1); the reviewed plan itself still applies."""
+    flow = make_flow(tmp_path, platform, "artifact", shared_state)
+    onboarding = flow.open_pr("onboard", onboard)
+    assert flow.pr_job(onboarding).rc == 0
+    assert flow.merge_job(flow.merge(onboarding)).rc == 0
+    before = flow.serials()
+    users = flow.cr_users("acme")
+
+    # reviewed: carol joins acme (the comment pins that plan's checksum)
+    change = flow.open_pr("carol", lambda accounts: (accounts / "acme.yaml").write_text(
+        (accounts / "acme.yaml").read_text() + "  carol:\n    first_name: Carol\n"
+        "    last_name: Jones\n    email: carol@acme.example\n    extension: \"2104\"\n"
+        "    profile: Premier\n    call_recording:\n      product: on-demand\n"))
+    planned = flow.pr_job(change)
+    assert planned.rc == 0, planned.out
+    body = flow.comment(change)
+    assert comment_checksum(body) == set_checksum(
+        json.loads((planned.workdir / "plan.json").read_text()))
+
+    # then a second commit removes jdoe's prevent_remove service (refused: exit 5), and
+    # the job of that commit keeps a forged artifact instead of updating the comment: the
+    # refused plan with `forced` flipped to true, digest and checksum recomputed
+    git(flow.dev, "checkout", "-q", "carol")
+    replace("acme", "    call_recording:\n      product: always-on            # MiCloud "
+            "Connect MIR Always-On\n      prevent_remove: true          # plans that remove "
+            "this service are refused\n", "")(flow.dev / "accounts")
+    git(flow.dev, "commit", "-q", "-am", "jdoe off")
+    git(flow.dev, "push", "-q", "origin", "carol")
+    head = git(flow.dev, "rev-parse", "HEAD")
+    clone = flow.checkout("pr-runner", head)
+    refused_plan = crctl("--state", flow.reader_url, "plan", clone / "accounts",
+                         "--out", tmp_path / "forged.json")
+    assert refused_plan.returncode == 5, refused_plan.stderr
+    forged = json.loads((tmp_path / "forged.json").read_text())
+    docs = forged if isinstance(forged, list) else [forged]
+    assert any(doc["violations"] for doc in docs)
+    for doc in docs:
+        doc["forced"] = True
+        resign(doc)
+    (tmp_path / "forged.json").write_text(json.dumps(forged, indent=2))
+    assert set_checksum(forged) != comment_checksum(body)
+    assert crctl("show", tmp_path / "forged.json").returncode == 0  # hashes match content
+    data = flow.load()
+    data["threads"][change]["head"] = head
+    data["runs"].append({"id": len(data["runs"]) + 1, "thread": change, "head": head,
+                         "ok": True, "plan": json.dumps(forged, indent=2)})
+    flow.save(data)
+
+    merged = flow.merge(change)
+    refused = flow.merge_job(merged)
+    assert refused.rc == 3, refused.out
+    assert "altered" in refused.out and "it was not applied" in refused.out
+    assert flow.serials() == before and flow.cr_users("acme") == users  # nothing applied
+    assert "jdoe" in flow.cr_users("acme") and "carol" not in flow.cr_users("acme")
+
+    # a reviewed comment without the checksum line (an older pr.sh): never unpinned
+    data = flow.load()
+    bot_comment = next(c for c in data["comments"]
+                       if c["thread"] == change and c["author"] == BOT[platform])
+    bot_comment["body"] = "\n".join(line for line in body.splitlines()
+                                    if not line.startswith(CHECKSUM_LINE))
+    flow.save(data)
+    unpinned = flow.merge_job(merged)
+    assert unpinned.rc == 1, unpinned.out
+    assert "crctl-ci checksum=" in unpinned.out and "nothing applied" in unpinned.out
+    assert flow.serials() == before and flow.cr_users("acme") == users
+
+
 def test_a_push_that_merged_no_pull_request_applies_nothing(tmp_path: Path,
                                                             shared_state: Any) -> None:
     flow = make_flow(tmp_path, "github", "artifact", shared_state)
@@ -530,7 +630,7 @@ def test_every_command_of_the_readme_ci_section_is_a_step_the_flow_runs() -> Non
               for key in ("script", "after_script", "before_script")
               for line in job.get(key, [])]
     commands = readme_ci_blocks("sh")
-    assert "ci/pr.sh" in commands and "ci/merge.sh plan.json" in commands
+    assert "ci/pr.sh" in commands and "ci/merge.sh plan.json reviewed.md" in commands
     for command in commands:
         assert any(command in step for step in steps), command
     assert readme_ci_blocks("sql") == README_ROLES

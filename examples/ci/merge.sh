@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Merge job (push to the main branch): apply what the pull request's reviewers approved,
 # by one of the two strategies:
-#   merge.sh PLANFILE               apply the saved plan kept as the PR job's artifact,
-#                                   exactly as reviewed (no prompt; a plan saved with
-#                                   --force applies without a second --force);
+#   merge.sh PLANFILE [COMMENT]     apply the saved plan kept as the PR job's artifact,
+#                                   exactly as reviewed: only with the checksum of the
+#                                   approved comment's `<!-- crctl-ci checksum= -->` line
+#                                   (COMMENT, default reviewed.md), so an artifact edited
+#                                   after the review is refused (exit 3) and a comment
+#                                   without that line applies nothing (exit 1); no prompt;
+#                                   a plan saved with --force applies without a second one;
 #   merge.sh --reviewed COMMENT     re-plan the merged commit and apply it only if its
 #                                   digest is the one in the approved comment's marker line
 #                                   (with --force when pr.sh marked the plan as forced);
@@ -24,7 +28,7 @@
 set -euo pipefail
 
 here=$(dirname "$0")
-usage="usage: merge.sh PLANFILE | merge.sh --reviewed COMMENT | merge.sh --expect DIGEST [--force]"
+usage="usage: merge.sh PLANFILE [COMMENT] | merge.sh --reviewed COMMENT | merge.sh --expect DIGEST [--force]"
 
 replan() {
   # Plan the merged commit into replan.md for a new review (returns plan's exit status).
@@ -73,9 +77,17 @@ case ${1:-} in
   ''|-*)
     echo "$usage" >&2; exit 1 ;;
   *)
-    [ $# = 1 ] || { echo "$usage" >&2; exit 1; }
+    [ $# = 1 ] || [ $# = 2 ] || { echo "$usage" >&2; exit 1; }
     plan=$1
-    crctl apply "$plan" || rc=$? ;;
+    reviewed=${2:-reviewed.md}
+    if [ ! -f "$reviewed" ]; then
+      echo "crctl: no reviewed comment $reviewed: no checksum to pin $plan to, nothing applied" >&2
+      exit 1
+    fi
+    # Never an unpinned apply: checksum.sh exits 1 (and so does this script, bash -e)
+    # when the comment holds no checksum line.
+    sum=$(sh "$here/checksum.sh" < "$reviewed")
+    crctl apply "$plan" --checksum "$sum" || rc=$? ;;
 esac
 
 if [ "$rc" = 3 ]; then

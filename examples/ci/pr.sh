@@ -4,8 +4,12 @@
 #   comment.md  the sticky comment's body: crctl's markdown plan, whose hidden marker line
 #               `<!-- crctl-plan digest=... -->` lets the bot find and update one comment
 #               and lets the merge job re-plan and apply only that reviewed change
-#               (with CRCTL_CI_FORCE=1 it also carries `<!-- crctl-ci force -->`);
-#   plan.json   the saved plan, kept as an artifact for the merge job (`merge.sh plan.json`).
+#               (with CRCTL_CI_FORCE=1 it also carries `<!-- crctl-ci force -->`), and
+#               the CI's hidden line `<!-- crctl-ci checksum=HEX -->`: the checksum of
+#               plan.json, which the merge job pins the artifact to;
+#   plan.json   the saved plan, kept as an artifact for the merge job
+#               (`merge.sh plan.json reviewed.md`: applied only with the reviewed checksum,
+#               so an artifact edited after the review is refused).
 #
 # Exit status: 0 when the plan is made (changes or none); 5 when a safety limit refuses it
 # (comment.md still shows the whole plan, violations first, so the review can happen:
@@ -49,7 +53,16 @@ case $rc in
 esac
 
 digest=$(sh "$(dirname "$0")/digest.sh" < plan.md)
+# The checksum of the saved plan as crctl computes it (`Checksum: HEX`, or `Checksum of
+# the plan set (N accounts): HEX` for a directory): merge.sh applies plan.json only with it.
+checksum=$(crctl show plan.json | sed -n 's/^Checksum[^:]*: \([0-9a-f]\{64\}\)\( .*\)\{0,1\}$/\1/p' | head -n 1)
+if [ -z "$checksum" ]; then
+  rm -f plan.json plan.md
+  echo "crctl show plan.json printed no checksum: no comment, no artifact" >&2
+  exit 1
+fi
 cp plan.md comment.md
+printf '\n<!-- crctl-ci checksum=%s -->\n' "$checksum" >> comment.md
 if [ "${CRCTL_CI_FORCE:-}" = 1 ]; then
   # merge.sh --reviewed reads this line: the reviewers approved a forced plan.
   printf '\n<!-- crctl-ci force -->\n_Planned with `--force`: approving this review accepts the violations above._\n' >> comment.md

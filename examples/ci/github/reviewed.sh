@@ -5,7 +5,8 @@
 #                `merge.sh --reviewed reviewed.md` re-plans and applies only that);
 #   plan.json    with `artifact` (the default strategy): the plan saved by the pull
 #                request's last successful crctl run on its final commit
-#                (`merge.sh plan.json`).
+#                (`merge.sh plan.json reviewed.md`: applied only with the checksum that
+#                reviewed.md's `<!-- crctl-ci checksum= -->` line pins).
 # Exit 1, with the reason, when the push merged no pull request or nothing was reviewed:
 # a direct push to main is then not applied (plan it in a pull request).
 #

@@ -4,7 +4,9 @@
 #   reviewed.md  the merge request's crctl note (its marker line holds the digest;
 #                `merge.sh --reviewed reviewed.md` re-plans and applies only that);
 #   plan.json    with CRCTL_CI_STRATEGY=artifact (the default): the plan saved by the last
-#                successful crctl-plan job of the merge request (`merge.sh plan.json`).
+#                successful crctl-plan job of the merge request (`merge.sh plan.json
+#                reviewed.md`: applied only with the checksum reviewed.md's
+#                `<!-- crctl-ci checksum= -->` line pins).
 # Exit 1, with the reason, when the push merged no merge request or nothing was reviewed.
 #
 # Environment: CRCTL_GITLAB_TOKEN, CRCTL_CI_STRATEGY, and GitLab's CI_API_V4_URL,
