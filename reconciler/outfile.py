@@ -22,6 +22,7 @@ import stat
 import uuid
 from contextlib import suppress
 
+from reconciler.durable import fsync_dir, write_all
 from reconciler.errors import InputError
 from reconciler.loader import printable
 
@@ -59,7 +60,7 @@ def write_private(path: str, text: str, *, force: bool = False) -> None:
     try:
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode is reduced by the umask, never raised
-            _write_all(fd, text.encode("utf-8"))
+            write_all(fd, text.encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -71,7 +72,7 @@ def write_private(path: str, text: str, *, force: bool = False) -> None:
         if not placed:  # also on Ctrl-C: no temporary file is left behind
             with suppress(OSError):
                 os.unlink(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _check_target(path: str, shown: str, force: bool) -> bool:
@@ -114,25 +115,6 @@ def _put_in_place(tmp: str, path: str, shown: str, force: bool) -> None:
         os.unlink(tmp)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is out: a short write (disk filling up) is not success."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable; a directory that cannot be opened or synced is no error
-    (the file is complete either way)."""
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _failed(shown: str, exc: OSError, existed: bool) -> str:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+from reconciler.durable import fsync_dir, write_all
 from reconciler.errors import StateError
 
 OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -88,15 +89,6 @@ def atomic_write(path: str, data: bytes) -> tuple[int, int, int]:
     fsync_dir(directory)
     return info.st_ino, info.st_mtime_ns, info.st_size
 
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is out: a short write (disk filling up) is not success."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
 
 
 @contextmanager
@@ -233,18 +225,6 @@ def alive(pid: int) -> bool:
         return True
     return True
 
-
-def fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def os_message(exc: OSError, path: str, verb: str) -> str:
