@@ -55,6 +55,17 @@ def summary_line(plan: Plan, quote: Quote = inert_text) -> str:
             f"update, {s['delete_user']} to delete.")
 
 
+def summed(plans: list[Plan]) -> dict[str, int]:
+    """The summary counts of several plans added up (the totals of a plan set)."""
+    totals = dict.fromkeys(("enable", "change", "remove", "add_user", "update_user",
+                            "delete_user"), 0)
+    for plan in plans:
+        for key, count in plan.summary().items():
+            if key in totals:
+                totals[key] += count
+    return totals
+
+
 def set_summary_line(plans: list[Plan]) -> str:
     """The last line of a plan set (several paths or a directory): the totals of every
     account, or that none changes."""
@@ -63,12 +74,7 @@ def set_summary_line(plans: list[Plan]) -> str:
         n = len(plans)
         return (f"No changes. {counted(n, 'account')} {'matches' if n == 1 else 'match'} "
                 "the desired state.")
-    totals = dict.fromkeys(("enable", "change", "remove", "add_user", "update_user",
-                            "delete_user"), 0)
-    for plan in changed:
-        for key, count in plan.summary().items():
-            if key in totals:
-                totals[key] += count
+    totals = summed(changed)
     terminating = sum(1 for p in changed if p.terminates)
     ending = f"; {counted(terminating, 'account')} to terminate" if terminating else ""
     return (f"Plan: {totals['enable']} to enable, {totals['change']} to change, "

@@ -18,6 +18,7 @@ from reconciler.render.common import (
     identity_lines,
     set_summary_line,
     summary_line,
+    summed,
     unchanged_line,
     unmanaged_text,
     violations_title,
@@ -251,12 +252,7 @@ def _names(accounts: list[str]) -> str:
 
 def _totals(plans: list[Plan]) -> str:
     """The summary table of all accounts together, and their call-outs."""
-    totals = dict.fromkeys(("enable", "change", "remove", "add_user", "update_user",
-                            "delete_user"), 0)
-    for plan in plans:
-        for key, count in plan.summary().items():
-            if key in totals:
-                totals[key] += count
+    totals = summed(plans)
     drift = sum(len(p.mir_upsert) + len(p.mir_delete) for p in plans)
     changed = [p.account for p in plans if p.has_changes]
     created = [p.account for p in plans if p.of_kind(Kind.CREATE_ACCOUNT)]
