@@ -283,14 +283,14 @@ def _user_record(details: Mapping[str, Any], cr: CallRecordingRecord | None) -> 
             "last_name": details["last_name"], "email": details["email"],
             "extension": details["extension"], "phone_number": details["phone_number"],
             "profile": details["profile"], "location": details["location"],
-            "roles": details["roles"], "call_recording": cr}
+            "roles": details["roles"], "tags": details["tags"], "call_recording": cr}
 
 
 def _cr_record(after: Mapping[str, Any], today: str) -> CallRecordingRecord:
     """A CR service from a plan's checked 'after' (_expect_after, _check_cr_values); its
     status is the one it has today, whatever the plan said."""
     return {"product": after["product"], "activation_date": after["activation_date"],
-            "prevent_remove": after["prevent_remove"],
+            "prevent_remove": after["prevent_remove"], "access": after["access"],
             "status": status_on(after["activation_date"], today)}
 
 
@@ -302,7 +302,7 @@ def _refuse(plan: Plan, action: Action, why: str) -> NoReturn:
 
 
 ADD_FIELDS = (*DETAIL_FIELDS, "call_recording")
-ACCOUNT_FIELDS = ("name",)  # what update_account changes (safety and settings: not kept yet)
+ACCOUNT_FIELDS = ("name",)  # what update_account changes (issue 13 adds time_zone)
 CR_AFTER_FIELDS = (*CR_FIELDS, "status")
 NO_BEFORE = frozenset((Kind.CREATE_ACCOUNT, Kind.ADD_USER, Kind.ENABLE))
 NO_AFTER = frozenset((Kind.REMOVE, Kind.DELETE_USER, Kind.TERMINATE_ACCOUNT))

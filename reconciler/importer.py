@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 
-from reconciler.model import CurrentAccount
+from reconciler.model import CurrentAccount, RoleEntry
 
 PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._@+/'()-]*$")
 RESERVED = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"))
@@ -46,6 +46,15 @@ def _escape(c: str) -> str:
     return f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
 
 
+def _role(role: RoleEntry) -> str:
+    """A role entry in flow style: `phone-manager` or `{phone-manager: [Ottawa, ...]}`."""
+    if type(role) is str:
+        return role
+    assert isinstance(role, dict)
+    return ", ".join(f"{{{key}: [{', '.join(map(scalar, places))}]}}"
+                     for key, places in role.items())
+
+
 def to_yaml(account: CurrentAccount) -> str:
     """The account as a desired-state file that plans to no changes."""
     lines = [f"# Imported from the current state of account {account.account} "
@@ -67,7 +76,9 @@ def to_yaml(account: CurrentAccount) -> str:
         if user["location"]:
             lines.append(f"    location: {scalar(user['location'])}")
         if user["roles"]:
-            lines.append(f"    roles: [{', '.join(sorted(user['roles']))}]")
+            lines.append(f"    roles: [{', '.join(map(_role, user['roles']))}]")
+        if user["tags"]:
+            lines.append(f"    tags: [{', '.join(user['tags'])}]")
         cr = user["call_recording"]
         if cr is not None:
             lines.append("    call_recording:")
@@ -76,4 +87,6 @@ def to_yaml(account: CurrentAccount) -> str:
                 lines.append(f"      activation_date: {cr['activation_date']}")
             if cr["prevent_remove"]:
                 lines.append("      prevent_remove: true")
+            if cr["access"] != "none":
+                lines.append(f"      access: {cr['access']}")
     return "\n".join(lines) + "\n"

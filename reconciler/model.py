@@ -65,11 +65,43 @@ class Status(StrEnum):
     PENDING = "pending"
 
 
+class Access(StrEnum):
+    """MIR Record Management Access of a CR user (DESIGN §1, wave 2).
+
+    none: not even their own recordings (the product's default); own-group: their own
+    recordings (an On-Demand user only while in a recording group) and those of the
+    members of every group they manage; all: every recording of the account."""
+
+    NONE = "none"
+    OWN_GROUP = "own-group"
+    ALL = "all"
+
+
+ACCESS_LEVELS = frozenset(a.value for a in Access)
+
+
 class CallRecordingRecord(TypedDict):
     product: str
     activation_date: str | None
     prevent_remove: bool
+    access: str  # an Access value; "none" when the file does not say
     status: str
+
+
+class GroupRecord(TypedDict):
+    """A MIR Call Recording Group. Desired side and plans: usernames; stored state and
+    the MIR mirror: user ids (so a rename keeps the memberships). Both lists sorted,
+    without repeats."""
+
+    managers: list[str]
+    members: list[str]
+
+
+# A role entry: "decision-maker" or "phone-manager" (the whole account), or
+# {"phone-manager": [locations]} (DESIGN §2: a Phone Manager of those locations only).
+# Canonical `roles`: the strings sorted, then at most one such mapping, its locations
+# sorted without repeats.
+RoleEntry = str | dict[str, list[str]]
 
 
 class UserRecord(TypedDict):
@@ -81,19 +113,49 @@ class UserRecord(TypedDict):
     phone_number: str | None
     profile: str
     location: str | None
-    roles: list[str]
+    roles: list[RoleEntry]
+    tags: list[str]  # free labels (sorted, no repeats) that §9 rules match on
     call_recording: CallRecordingRecord | None
 
 
 # Literal field names: code that compares records field by field indexes the TypedDicts
 # with them and stays checked (a plain str key is refused on a TypedDict).
 DetailField = Literal["username", "first_name", "last_name", "email", "extension",
-                      "phone_number", "profile", "location", "roles"]
-CRField = Literal["product", "activation_date", "prevent_remove"]
+                      "phone_number", "profile", "location", "roles", "tags"]
+CRField = Literal["product", "activation_date", "prevent_remove", "access"]
 DETAIL_FIELDS: tuple[DetailField, ...] = (
     "username", "first_name", "last_name", "email", "extension", "phone_number", "profile",
-    "location", "roles")
-CR_FIELDS: tuple[CRField, ...] = ("product", "activation_date", "prevent_remove")
+    "location", "roles", "tags")
+CR_FIELDS: tuple[CRField, ...] = ("product", "activation_date", "prevent_remove", "access")
+GROUP_FIELDS: tuple[Literal["managers", "members"], ...] = ("managers", "members")
+# What update_account changes (DESIGN §5: name, settings; safety is not kept yet)
+AccountField = Literal["name", "time_zone"]
+ACCOUNT_FIELDS: tuple[AccountField, ...] = ("name", "time_zone")
+
+
+def account_roles(roles: list[RoleEntry]) -> frozenset[str]:
+    """The account-level roles of a `roles` list (its string entries)."""
+    return frozenset(r for r in roles if type(r) is str)
+
+
+def canonical_roles(roles: list[RoleEntry] | None) -> list[RoleEntry]:
+    """`roles` in canonical form (see RoleEntry): equal roles compare equal as lists."""
+    if not roles:
+        return []
+    names: list[RoleEntry] = []
+    names.extend(sorted(r for r in roles if isinstance(r, str)))
+    places = sorted({loc for r in roles if type(r) is dict
+                     for loc in r.get(Role.PHONE_MANAGER.value, ())})
+    return [*names, {Role.PHONE_MANAGER.value: places}] if places else names
+
+
+def managed_locations(roles: list[RoleEntry]) -> frozenset[str]:
+    """The locations a location Phone Manager manages (empty: none, or account-level)."""
+    out: set[str] = set()
+    for r in roles:
+        if type(r) is dict:
+            out.update(r.get(Role.PHONE_MANAGER.value, ()))
+    return frozenset(out)
 
 
 PRODUCTS = frozenset(p.value for p in Product)
@@ -131,6 +193,10 @@ class DesiredAccount:
     terminate: bool = False
     users: dict[str, UserRecord] = field(default_factory=dict)
     renamed_from: dict[str, str] = field(default_factory=dict)  # new username -> old
+    # recording_groups by name, members as usernames; None: the file has no
+    # `recording_groups` key (an empty mapping deletes every group)
+    groups: dict[str, GroupRecord] | None = None
+    time_zone: str | None = None  # recording_settings.time_zone; None: not declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +212,8 @@ class CurrentAccount:
     name: str | None = None
     next_user_id: int = 1
     users: dict[str, UserRecord] = field(default_factory=dict)
+    groups: dict[str, GroupRecord] = field(default_factory=dict)  # members as user ids
+    time_zone: str | None = None  # recording_settings.time_zone
 
     @property
     def exists(self) -> bool:
@@ -156,7 +224,8 @@ class CurrentAccount:
         return {u["username"]: uid for uid, u in self.users.items()}
 
     def has_manager(self, username: str, roles: frozenset[str] = CR_MANAGER_ROLES) -> bool:
-        return any(u["username"] == username and roles.intersection(u["roles"])
+        """Whether `username` holds one of `roles` for the whole account."""
+        return any(u["username"] == username and roles.intersection(account_roles(u["roles"]))
                    for u in self.users.values())
 
 
@@ -167,6 +236,7 @@ class Mirror:
     account: str
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     recordings: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, GroupRecord] = field(default_factory=dict)  # members as user ids
 
 
 def termination_counts(current: CurrentAccount, mirror: Mirror) -> dict[str, int]:

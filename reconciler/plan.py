@@ -46,6 +46,9 @@ class Kind(StrEnum):
     UPDATE_USER = "update_user"
     CHANGE = "change"
     ENABLE = "enable"
+    DELETE_GROUP = "delete_group"
+    ADD_GROUP = "add_group"
+    UPDATE_GROUP = "update_group"
     TERMINATE_ACCOUNT = "terminate_account"
 
 

@@ -52,7 +52,7 @@ def resolve(root: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 KEYWORDS = frozenset((
     "type", "enum", "const", "pattern", "minLength", "maxLength", "minimum", "maximum",
     "properties", "required", "additionalProperties", "propertyNames", "items",
-    "uniqueItems", "minItems", "maxItems",
+    "uniqueItems", "minItems", "maxItems", "anyOf",
 ))
 
 BatchCheck = Callable[[list[Any]], bool]
@@ -87,6 +87,8 @@ def compile_check(root: dict[str, Any], schema: dict[str, Any] | None = None) ->
         steps.append(lambda vs: all(
             (low is None or v >= low) and (high is None or v <= high)
             for v in vs if type(v) in (int, float)))
+    if "anyOf" in schema:
+        steps.append(_any_of([compile_check(root, sub) for sub in schema["anyOf"]]))
     if KEYWORDS_OBJECT & schema.keys():
         steps.append(_only(dict, _object_check(root, schema)))
     if KEYWORDS_ARRAY & schema.keys():
@@ -96,6 +98,18 @@ def compile_check(root: dict[str, Any], schema: dict[str, Any] | None = None) ->
 
 KEYWORDS_OBJECT = frozenset(("properties", "required", "additionalProperties", "propertyNames"))
 KEYWORDS_ARRAY = frozenset(("items", "uniqueItems", "minItems", "maxItems"))
+
+
+def _any_of(options: list[BatchCheck]) -> BatchCheck:
+    """anyOf: every instance valid against one option. The whole column against the
+    first option first (the common case: `roles` entries that are all plain strings),
+    then instance by instance."""
+    def check(values: list[Any]) -> bool:
+        if options[0](values):
+            return True
+        return all(any(option([v]) for option in options) for v in values)
+
+    return check
 
 
 def _only(kind: type, check: BatchCheck) -> BatchCheck:

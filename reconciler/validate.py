@@ -22,8 +22,10 @@ from reconciler.loader import Document, Path, field_path, load_file, printable
 from reconciler.model import (
     CR_PROFILES,
     DesiredAccount,
+    GroupRecord,
     Role,
     UserRecord,
+    canonical_roles,
     is_iso_date,
     status_on,
 )
@@ -149,7 +151,23 @@ def desired_from_document(doc: Document, today: str) -> DesiredAccount:
         terminate=data.get("terminate", False),
         users=users,
         renamed_from=renames,
+        groups=_groups(data.get("recording_groups")),
+        time_zone=(data.get("recording_settings") or {}).get("time_zone"),
     )
+
+
+def str_list(values: list[Any]) -> bool:
+    """Whether every item is a string (the common case of `roles`: sorted as it is)."""
+    return all(type(v) is str for v in values)
+
+
+def _groups(raw: dict[str, Any] | None) -> dict[str, GroupRecord] | None:
+    """recording_groups in canonical form (sorted lists); None if the file has none."""
+    if raw is None:
+        return None
+    return {name: {"managers": sorted((g or {}).get("managers") or []),
+                   "members": sorted((g or {}).get("members") or [])}
+            for name, g in raw.items()}
 
 
 def _coerce(data: Any) -> None:
@@ -249,7 +267,10 @@ def _check_users(
         if "location" not in raw:
             raw["location"] = None
         roles = raw.get("roles")
-        raw["roles"] = sorted(roles) if roles else []
+        raw["roles"] = (sorted(roles) if str_list(roles) else canonical_roles(roles)) \
+            if roles else []
+        tags = raw.get("tags")
+        raw["tags"] = sorted(tags) if tags else []
         if "renamed_from" in raw:
             renames[name] = raw.pop("renamed_from")
         cr = raw.get("call_recording")
@@ -264,6 +285,8 @@ def _check_users(
                                     f"{activation!r} is not a valid date"))
         if "prevent_remove" not in cr:
             cr["prevent_remove"] = False
+        if "access" not in cr:
+            cr["access"] = "none"
         cr["status"] = status_on(activation, today)
         if raw["profile"] not in CR_PROFILES:
             problems.append(_profile_problem(name, raw["profile"]))

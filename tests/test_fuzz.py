@@ -93,6 +93,8 @@ def from_schema(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any
     schema = resolve(ROOT, schema)
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
+    if "anyOf" in schema:
+        return st.one_of([from_schema(sub, depth + 1) for sub in schema["anyOf"]])
     types = schema.get("type")
     types = [types] if isinstance(types, str) else (types or [])
     options = []
@@ -163,6 +165,16 @@ def make_sound(doc: dict[str, Any]) -> dict[str, Any]:
             del user["renamed_from"]
         elif old is not None:
             claimed.add(old)
+    # groups may name only CR users of the file, never one as manager and member
+    groups = doc.get("recording_groups") or {}
+    cr_users = sorted(n for n, u in users.items() if u.get("call_recording") is not None)
+    for group in groups.values():
+        managers = group.get("managers")
+        if managers is not None:
+            group["managers"] = [n for n in managers if n in cr_users][:1] or []
+        members = group.get("members")
+        if members is not None:
+            group["members"] = [n for n in cr_users if n not in group.get("managers", [])]
     first = next(iter(users.values()))
     roles = first.get("roles") or []
     if "decision-maker" not in roles:

@@ -14,12 +14,25 @@ from operator import eq, gt, itemgetter
 from typing import Any
 
 from reconciler.errors import StateError
-from reconciler.model import PRODUCTS, CurrentAccount, Mirror, Profile, Role, Status, is_iso_date
+from reconciler.model import (
+    ACCESS_LEVELS,
+    PRODUCTS,
+    CurrentAccount,
+    Mirror,
+    Profile,
+    Role,
+    Status,
+    is_iso_date,
+)
 
 STATE_FORMAT = 1
 USER_KEYS = frozenset(("username", "first_name", "last_name", "email", "extension",
-                       "phone_number", "profile", "location", "roles", "call_recording"))
-CR_KEYS = frozenset(("product", "activation_date", "prevent_remove", "status"))
+                       "phone_number", "profile", "location", "roles", "tags",
+                       "call_recording"))
+CR_KEYS = frozenset(("product", "activation_date", "prevent_remove", "access", "status"))
+# Fields a state written by an earlier crctl lacks, and the value they had there.
+USER_DEFAULTS: dict[str, Any] = {"tags": []}
+CR_DEFAULTS: dict[str, Any] = {"access": "none"}
 
 
 def account_document(state: CurrentAccount,
@@ -33,6 +46,8 @@ def account_document(state: CurrentAccount,
         "serial": state.serial,
         "next_user_id": state.next_user_id,
         "users": state.users,
+        "recording_groups": state.groups,
+        "recording_settings": {"time_zone": state.time_zone},
     }
     if change is not None:
         doc["change"] = change
@@ -41,15 +56,38 @@ def account_document(state: CurrentAccount,
 
 def decode_account(where: str, account: str, data: Any) -> CurrentAccount:
     """A stored account document, checked (StateError naming `where` if damaged)."""
+    upgrade_users(data)
     check_portal(where, account, data)
+    settings = data.get("recording_settings") or {}
     return CurrentAccount(account=account, lineage=data["lineage"], serial=data["serial"],
                           name=data.get("name"), next_user_id=data["next_user_id"],
-                          users=data["users"])
+                          users=data["users"], groups=data.get("recording_groups") or {},
+                          time_zone=settings.get("time_zone"))
+
+
+def upgrade_users(data: Any) -> None:
+    """Fill in the fields that a state written by an earlier crctl lacks (USER_DEFAULTS,
+    CR_DEFAULTS) in place, so it reads as it did then. The common case (a current state)
+    costs one C-level pass: a column of key membership per field."""
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, dict):
+        return
+    records = [u for u in users.values() if isinstance(u, dict)]
+    for key, value in USER_DEFAULTS.items():
+        if not all(map(dict.__contains__, records, repeat(key))):
+            for user in records:
+                if key not in user:
+                    user[key] = type(value)(value)
+    services = [cr for u in records if isinstance(cr := u.get("call_recording"), dict)]
+    for key, value in CR_DEFAULTS.items():
+        if not all(map(dict.__contains__, services, repeat(key))):
+            for cr in services:
+                cr.setdefault(key, value)
 
 
 def mirror_document(mirror: Mirror) -> dict[str, Any]:
     return {"format_version": STATE_FORMAT, "account": mirror.account,
-            "users": mirror.users, "recordings": mirror.recordings}
+            "users": mirror.users, "groups": mirror.groups, "recordings": mirror.recordings}
 
 
 def decode_mirror(where: str, account: str, data: Any) -> Mirror:
@@ -60,7 +98,8 @@ def decode_mirror(where: str, account: str, data: Any) -> Mirror:
         raise StateError(f"{where}: corrupt MIR mirror file (expected account {account!r}, "
                          "users and recordings); restore it from your last good copy, or "
                          "delete it and run `crctl sync` (recordings in it are lost then)")
-    return Mirror(account=account, users=data["users"], recordings=data["recordings"])
+    return Mirror(account=account, users=data["users"], recordings=data["recordings"],
+                  groups=data.get("groups") or {})
 
 
 def dumps(doc: dict[str, Any]) -> bytes:
@@ -77,21 +116,22 @@ ROLES = frozenset(r.value for r in Role)
 STATUSES = frozenset(s.value for s in Status)
 STR_FIELDS = ("username", "first_name", "last_name", "email", "extension")
 OPTIONAL_FIELDS = ("phone_number", "location")
-FIELD_ORDER = (*STR_FIELDS, "profile", *OPTIONAL_FIELDS, "roles", "call_recording")
+FIELD_ORDER = (*STR_FIELDS, "profile", *OPTIONAL_FIELDS, "roles", "tags", "call_recording")
 _FIELDS = itemgetter(*FIELD_ORDER)
 _AT_PROFILE = FIELD_ORDER.index("profile")
 _AT_OPTIONAL = tuple(FIELD_ORDER.index(f) for f in OPTIONAL_FIELDS)
 _AT_ROLES = FIELD_ORDER.index("roles")
+_AT_TAGS = FIELD_ORDER.index("tags")
 _AT_CR = FIELD_ORDER.index("call_recording")
-_CR_VALUES = itemgetter("product", "activation_date", "prevent_remove", "status")
+_CR_VALUES = itemgetter("product", "activation_date", "prevent_remove", "status", "access")
 _STR_OR_NONE = frozenset((str, type(None)))
 _STR = frozenset((str,))
 # the types each field of FIELD_ORDER may have, and those of _CR_VALUES
 FIELD_TYPES: tuple[frozenset[Any], ...]
 FIELD_TYPES = (*[_STR] * len(STR_FIELDS), _STR, *[_STR_OR_NONE] * len(OPTIONAL_FIELDS),
-               frozenset((list,)), frozenset((dict, type(None))))
+               frozenset((list,)), frozenset((list,)), frozenset((dict, type(None))))
 CR_TYPES: tuple[frozenset[Any], ...]
-CR_TYPES = (_STR, _STR_OR_NONE, frozenset((bool,)), _STR)
+CR_TYPES = (_STR, _STR_OR_NONE, frozenset((bool,)), _STR, _STR)
 USER_ID = re.compile(r"u([0-9]+)\Z")
 
 
@@ -148,22 +188,38 @@ def _users_ok(users: dict[str, Any], next_id: int) -> bool:
             return False
         services = flat[_AT_CR::count]
         present = list(filter(None, services))  # drops None, and {}: counted below
+        roles = list(chain.from_iterable(flat[_AT_ROLES::count]))
+        scoped = [r for r in roles if type(r) is dict] if dict in set(map(type, roles)) \
+            else []
+        if scoped:
+            roles = [r for r in roles if type(r) is not dict]
         if not (PROFILES.issuperset(flat[_AT_PROFILE::count])
-                and ROLES.issuperset(chain.from_iterable(flat[_AT_ROLES::count]))
+                and ROLES.issuperset(roles) and all(map(_scoped_role_ok, scoped))
+                and {str}.issuperset(map(type, chain.from_iterable(flat[_AT_TAGS::count])))
                 and len(present) + services.count(None) == len(services)):
             return False
         values = list(chain.from_iterable(map(_CR_VALUES, present)))
-        signatures = set(zip(*[map(type, values)] * 4, strict=True))
+        width = len(CR_TYPES)
+        signatures = set(zip(*[map(type, values)] * width, strict=True))
         if not all(map(_fits, signatures, repeat(CR_TYPES))):
             return False
-        dates = set(values[1::4])
+        dates = set(values[1::width])
         dates.discard(None)
-        if not (PRODUCTS.issuperset(values[0::4]) and STATUSES.issuperset(values[3::4])
+        if not (PRODUCTS.issuperset(values[0::width])
+                and STATUSES.issuperset(values[3::width])
+                and ACCESS_LEVELS.issuperset(values[4::width])
                 and all(map(is_iso_date, dates))):
             return False
     except (KeyError, TypeError):  # a missing key; an unhashable value in a set check
         return False
     return not any(True for _ in _reused_ids(users, next_id))
+
+
+def _scoped_role_ok(role: Any) -> bool:
+    """{"phone-manager": [locations]}: a location Phone Manager's role entry."""
+    places = role.get(Role.PHONE_MANAGER.value) if role.keys() == {
+        Role.PHONE_MANAGER.value} else None
+    return type(places) is list and bool(places) and {str}.issuperset(map(type, places))
 
 
 def _fits(types: tuple[Any, ...], allowed: tuple[frozenset[Any], ...]) -> bool:
@@ -210,9 +266,13 @@ def _user_problem(users: dict[str, Any], next_id: int) -> str:
             return f"{who}: profile must be one of {', '.join(sorted(PROFILES))}, got " \
                    f"{shown(user['profile'])}"
         roles = user["roles"]
-        if type(roles) is not list or not all(_member(r, ROLES) for r in roles):
-            return f"{who}: roles must be a list of {', '.join(sorted(ROLES))}, got " \
-                   f"{shown(roles)}"
+        if type(roles) is not list or not all(
+                _member(r, ROLES) or (type(r) is dict and _scoped_role_ok(r)) for r in roles):
+            return f"{who}: roles must be a list of {', '.join(sorted(ROLES))} or " \
+                   f"{{phone-manager: [locations]}}, got {shown(roles)}"
+        tags = user["tags"]
+        if type(tags) is not list or not all(type(t) is str for t in tags):
+            return f"{who}: tags must be a list of strings, got {shown(tags)}"
         problem = _service_problem(user["call_recording"])
         if problem:
             return f"{who}: call_recording{problem}"
@@ -236,6 +296,9 @@ def _service_problem(cr: Any) -> str | None:
     if not _member(cr["status"], STATUSES):
         return f".status must be one of {', '.join(sorted(STATUSES))}, got " \
                f"{shown(cr['status'])}"
+    if not _member(cr["access"], ACCESS_LEVELS):
+        return f".access must be one of {', '.join(sorted(ACCESS_LEVELS))}, got " \
+               f"{shown(cr['access'])}"
     if type(cr["prevent_remove"]) is not bool:
         return f".prevent_remove must be true or false, got {shown(cr['prevent_remove'])}"
     when = cr["activation_date"]
