@@ -13,6 +13,7 @@ through the real command line as well.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import time
@@ -29,7 +30,7 @@ from support import TODAY
 
 from reconciler.errors import ValidationFailed
 from reconciler.loader import field_path, load_bytes
-from reconciler.model import CR_PROFILES
+from reconciler.model import CR_PROFILES, canonical_roles
 from reconciler.schema import load_schema, resolve, validator
 from reconciler.validate import _coerce, desired_from_document
 
@@ -109,11 +110,18 @@ def from_schema(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any
             options.append(_string(schema))
         elif kind == "array":
             items = from_schema(schema.get("items", {}), depth + 1)
-            options.append(st.lists(items, max_size=3, unique=schema.get("uniqueItems", False)))
+            unique = {"unique_by": canonical} if schema.get("uniqueItems") else {}
+            options.append(st.lists(items, min_size=schema.get("minItems", 0), max_size=3,
+                                    **unique))
         elif kind == "object":
             options.append(_object(schema, depth))
     assert options, schema
     return st.one_of(options)
+
+
+def canonical(value: Any) -> str:
+    """A hashable stand-in for a JSON value (role entries may be mappings)."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _string(schema: dict[str, Any]) -> st.SearchStrategy[str]:
@@ -165,6 +173,13 @@ def make_sound(doc: dict[str, Any]) -> dict[str, Any]:
             del user["renamed_from"]
         elif old is not None:
             claimed.add(old)
+    for user in users.values():  # account-level or location-level, not both
+        roles = user.get("roles")
+        if roles and "phone-manager" in roles:
+            user["roles"] = [r for r in roles if type(r) is str]
+    settings = doc.get("recording_settings")
+    if settings and "time_zone" in settings:
+        settings["time_zone"] = "America/Toronto"
     # groups may name only CR users of the file, never one as manager and member
     groups = doc.get("recording_groups") or {}
     cr_users = sorted(n for n, u in users.items() if u.get("call_recording") is not None)
@@ -206,7 +221,8 @@ def test_generated_valid_documents_are_accepted(doc: dict[str, Any]) -> None:
             assert got[key] == want[key], (name, key)
         assert got["phone_number"] == want.get("phone_number")
         assert got["location"] == want.get("location")
-        assert got["roles"] == sorted(want.get("roles") or [])
+        assert got["roles"] == canonical_roles(want.get("roles"))
+        assert got["tags"] == sorted(want.get("tags") or [])
         cr = want.get("call_recording")
         if cr is None:
             assert got["call_recording"] is None
@@ -214,6 +230,7 @@ def test_generated_valid_documents_are_accepted(doc: dict[str, Any]) -> None:
             assert got["call_recording"]["product"] == cr["product"]
             assert got["call_recording"]["activation_date"] == cr.get("activation_date")
             assert got["call_recording"]["prevent_remove"] == cr.get("prevent_remove", False)
+            assert got["call_recording"]["access"] == cr.get("access", "none")
         if "renamed_from" in want:
             assert outcome.renamed_from[name] == want["renamed_from"]
 

@@ -576,7 +576,7 @@ def _details_of_dm() -> dict[str, Any]:
     return {"username": "user000000", "first_name": "Fuser000000",
             "last_name": "Luser000000", "email": "user000000@acme.example",
             "extension": "2000", "phone_number": None, "profile": "Elite",
-            "location": "Ottawa", "roles": ["decision-maker"]}
+            "location": "Ottawa", "roles": ["decision-maker"], "tags": []}
 
 
 def _moved_on(work: Path) -> None:

@@ -195,7 +195,7 @@ def test_new_account_creates_then_adds_then_enables(tmp_path: Path) -> None:
     assert add["after"]["roles"] == ["decision-maker"]
     enable = action(doc, "enable", "jdoe")
     assert enable["after"] == {"product": "always-on", "activation_date": None,
-                               "prevent_remove": True, "status": "active"}
+                               "prevent_remove": True, "access": "none", "status": "active"}
     assert doc["prior_state"] == {"lineage": None, "serial": 0}
     assert doc["summary"] == {"enable": 3, "change": 0, "remove": 0, "add_user": 4,
                               "update_user": 0, "delete_user": 0, "terminate_account": 0}
@@ -437,7 +437,8 @@ def test_enable_status_follows_the_activation_date(acme: World, date: str,
     doc = acme.doc(users, name="Acme Corporation")
     assert kinds(doc) == [("enable", "cjones")]
     assert doc["actions"][0]["after"] == {"product": "always-on", "activation_date": date,
-                                          "prevent_remove": False, "status": status}
+                                          "prevent_remove": False, "access": "none",
+                                              "status": status}
 
 
 def test_today_comes_from_crctl_today(acme: World) -> None:

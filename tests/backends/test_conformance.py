@@ -30,10 +30,10 @@ def user(username: str, ext: str, *, cr: str | None = "always-on",
     return {"username": username, "first_name": f"First{username}", "last_name": "Zyx",
             "email": f"{username}@secret.example", "extension": ext,
             "phone_number": f"+1613555{ext}", "profile": "Elite", "location": "Ottawa",
-            "roles": roles or [],
+            "roles": roles or [], "tags": [],
             "call_recording": None if cr is None else {
                 "product": cr, "activation_date": None, "prevent_remove": False,
-                "status": "active"}}
+                "access": "none", "status": "active"}}
 
 
 def account_v1(account: str = "acme", lineage: str = "lin-1") -> CurrentAccount:
