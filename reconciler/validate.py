@@ -475,6 +475,15 @@ def _explain(error: Any) -> list[Problem]:
     if kind in ("minimum", "maximum"):
         return [Problem(path, f"must be between {schema.get('minimum')} and "
                               f"{schema.get('maximum')}, not {value}")]
+    if kind == "anyOf":
+        # a role entry: a plain role, or {phone-manager: [locations]}
+        names = [str(v) for sub in error.validator_value for v in sub.get("enum", ())]
+        if type(value) is str and names:
+            return [Problem(path, f"{value!r} is not one of: {', '.join(names)}")]
+        if type(value) is dict and names:
+            return [Problem(path, f"must be one of: {', '.join(names)}, or "
+                                  "{phone-manager: [locations]} (a Phone Manager of those "
+                                  "locations only; decision-maker is an account-level role)")]
     if kind == "uniqueItems":
         return [Problem(path, "must not list the same value twice")]
     return [Problem(path, error.message)]

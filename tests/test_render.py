@@ -39,9 +39,9 @@ def rec(name: str, ext: str, *, product: str | None = None, roles: tuple[str, ..
         profile: str = "Elite") -> dict[str, Any]:
     return {"username": name, "first_name": first or name.title(), "last_name": "Tester",
             "email": email or f"{name}@x.example", "extension": ext, "phone_number": None,
-            "profile": profile, "location": None, "roles": list(roles),
+            "profile": profile, "location": None, "roles": list(roles), "tags": [],
             "call_recording": None if product is None else {
-                "product": product, "activation_date": None, "prevent_remove": False,
+                "product": product, "activation_date": None, "prevent_remove": False, "access": "none",
                 "status": "active"}}
 
 
