@@ -41,8 +41,8 @@ def rec(name: str, ext: str, *, product: str | None = None, roles: tuple[str, ..
             "email": email or f"{name}@x.example", "extension": ext, "phone_number": None,
             "profile": profile, "location": None, "roles": list(roles), "tags": [],
             "call_recording": None if product is None else {
-                "product": product, "activation_date": None, "prevent_remove": False, "access": "none",
-                "status": "active"}}
+                "product": product, "activation_date": None, "prevent_remove": False,
+                "access": "none", "status": "active"}}
 
 
 def every_kind_plan(account: str) -> Plan:
