@@ -11,6 +11,9 @@ cut falls inside a multi-line scalar or flow collection, the sentinel is swallow
 the part does not parse, and the caller falls back to one ordinary parse of the whole
 file. Any diagnostic in either part also falls back, so every refusal and position is
 reported by the ordinary path exactly as before. This module never decides validity.
+
+It runs only when this process may use two CPUs or more (`usable_cores`): on one core the
+two parses would take turns, and the fork would only add to the time.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ Walk = Callable[[bytes], tuple[Any, bool]]  # bytes -> (data, parsed without dia
 
 def parse_in_halves(raw: bytes, walk: Walk) -> Any | None:
     """Return the file's data parsed in two processes, or None to parse it the usual way."""
-    if len(raw) < MIN_BYTES or not hasattr(os, "fork"):
+    if len(raw) < MIN_BYTES or not hasattr(os, "fork") or usable_cores() < 2:
         return None
     cut = _cut(raw)
     if cut is None:
@@ -80,6 +83,22 @@ def parse_in_halves(raw: bytes, walk: Walk) -> Any | None:
         return None  # a duplicate user key across the cut: let the usual parse report it
     users.update(their_users)
     return data
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask, not the machine's count.
+
+    Why: under `taskset -c 0` (or a CI runner's cgroup cpuset of one CPU) the child and
+    the parent would share one core, so the split only adds the fork, the second parse
+    set-up and the marshal round trip to a parse that is no faster. Where the affinity
+    mask cannot be read (macOS has no sched_getaffinity), the machine's count is used."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return len(getaffinity(0))
+        except OSError:
+            pass
+    return os.cpu_count() or 1
 
 
 def _cut(raw: bytes) -> tuple[int, int, int] | None:

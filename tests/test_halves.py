@@ -8,15 +8,32 @@ its size threshold so that small, tricky files take the two-process path.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import REPO, crctl_env
 
 from reconciler import halves, loader
 from reconciler.errors import ValidationFailed
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("crctl_generate",
+                                                  REPO / "benchmarks" / "generate.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+GEN = _generator()
 
 
 def walk(raw: bytes) -> tuple[Any, bool]:
@@ -30,6 +47,8 @@ def sequential(raw: bytes) -> Any:
 @pytest.fixture(autouse=True)
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(halves, "MIN_BYTES", 0)
+    # the split runs on two CPUs or more: these tests check its answers on any runner
+    monkeypatch.setattr(halves, "usable_cores", lambda: 2)
 
 
 def users_text(n: int, indent: int = 2) -> str:
@@ -147,3 +166,95 @@ def test_load_bytes_takes_the_two_process_path_for_a_big_valid_file(
     assert calls and calls[0] is not None
     assert doc.data == sequential(raw)
     assert doc.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+# -- one core: no fork ----------------------------------------------------------------------
+
+def no_fork(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    forks: list[str] = []
+
+    def fork() -> int:
+        forks.append("fork")
+        raise AssertionError("forked on one CPU")
+
+    monkeypatch.setattr(halves.os, "fork", fork)
+    return forks
+
+
+def test_one_usable_cpu_parses_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the real usable_cores, and the real size threshold
+    monkeypatch.setattr(halves, "MIN_BYTES", 0)
+    monkeypatch.setattr(halves.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    forks = no_fork(monkeypatch)
+    raw = ("account: acme\nusers:\n" + users_text(40)).encode()
+    assert halves.usable_cores() == 1
+    assert halves.parse_in_halves(raw, walk) is None  # the ordinary parse runs
+    assert loader.load_bytes("t.yaml", raw).data == sequential(raw)
+    assert forks == []
+
+
+def test_without_an_affinity_mask_the_cpu_count_decides(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    monkeypatch.delattr(halves.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(halves.os, "cpu_count", lambda: 1)
+    assert halves.usable_cores() == 1
+    monkeypatch.setattr(halves.os, "cpu_count", lambda: None)  # unknown: assume one
+    assert halves.usable_cores() == 1
+    monkeypatch.setattr(halves.os, "cpu_count", lambda: 4)
+    assert halves.usable_cores() == 4
+
+
+def test_the_affinity_mask_wins_over_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    monkeypatch.setattr(halves.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(halves.os, "cpu_count", lambda: 8)
+    assert halves.usable_cores() == 1
+    monkeypatch.setattr(halves.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert halves.usable_cores() == 2
+
+
+FORK_SPY = r"""
+import os, sys
+real_fork = os.fork
+
+def fork():
+    sys.stderr.write("crctl-test: fork\n")
+    sys.stderr.flush()
+    return real_fork()
+
+os.fork = fork
+sys.argv = ["crctl", *sys.argv[1:]]
+from reconciler.cli import main
+main()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_big_plan_pinned_to_one_cpu_does_not_fork_and_plans_the_same(
+        tmp_path: Path) -> None:
+    """`taskset -c 0 crctl plan` of a file past the size threshold: one process, and the
+    same plan as with every CPU (where the file is parsed in two)."""
+    users = GEN.make_users(25_000, seed=3)
+    desired = tmp_path / "big.yaml"
+    desired.write_text(GEN.to_yaml("big", users), encoding="utf-8")
+    assert desired.stat().st_size > halves.MIN_BYTES
+
+    def plan(pinned: bool) -> subprocess.CompletedProcess[str]:
+        def one_cpu() -> None:
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+        return subprocess.run(
+            [sys.executable, "-c", FORK_SPY, "--state-dir", str(tmp_path / "state"), "plan",
+             str(desired)], env=crctl_env(), capture_output=True, text=True, timeout=300,
+            stdin=subprocess.DEVNULL, preexec_fn=one_cpu if pinned else None)
+
+    pinned = plan(True)
+    assert pinned.returncode == 0, pinned.stderr
+    assert "crctl-test: fork" not in pinned.stderr
+    assert "25000 users to add" in pinned.stdout, pinned.stdout[-500:]
+    if len(os.sched_getaffinity(0)) >= 2:
+        free = plan(False)
+        assert free.returncode == 0, free.stderr
+        assert "crctl-test: fork" in free.stderr  # the spy sees the two-process parse
+        assert free.stdout == pinned.stdout
