@@ -107,6 +107,11 @@ class Plan:
     forced: bool = False  # made with --force: applying needs no second --force while
     #                       the violations at apply time are these recorded ones
     checksum: str | None = field(default=None, compare=False)
+    # made in this run by the planner from desired files validated in this run: the
+    # records its actions carry passed the schema and the domain rules already, so the
+    # applier checks only the whole-account rules again. Never set for a plan read from a
+    # file (untrusted input: every record it proposes is checked in full).
+    records_validated: bool = field(default=False, compare=False)
     # the canonical JSON of the actions and the digest, once computed: a plan of 100,000
     # actions is rendered, saved and applied, and each pass over them costs (init=False:
     # `replace` starts a new memo)

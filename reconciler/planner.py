@@ -35,12 +35,15 @@ def details(user: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
               today: str, *, created_at: str = "") -> Plan:
-    """Every action that makes `current` match `desired`, in the order they apply."""
+    """Every action that makes `current` match `desired`, in the order they apply.
+
+    `desired` is validated (validate.desired_from_document), so the plan says its
+    records are (`records_validated`): the applier does not check them a second time."""
     upserts, deletes = mir.drift(current.users, mirror.users, today)
     base = Plan(account=desired.account, desired_path=desired.path,
                 desired_sha256=desired.sha256, lineage=current.lineage,
                 serial=current.serial, max_remove_pct=desired.max_remove_pct,
-                created_at=created_at)
+                created_at=created_at, records_validated=True)
     if desired.terminate:
         if not current.exists:
             return base  # already gone (or never existed): nothing to do

@@ -525,33 +525,38 @@ def _locate(doc: Document, problems: list[Problem]) -> list[Diagnostic]:
 def check_records(users: dict[str, UserRecord], touched: set[str]) -> list[str]:
     """Domain and schema rules over an account's records, as sentences (empty: valid).
 
-    Used at apply, where a plan file (untrusted input) proposes the records: the users it
-    touches are checked in full, uniqueness and the Decision Maker rule over all users.
+    Used at apply, where a plan file (untrusted input) proposes the records: the users in
+    `touched` are checked in full; uniqueness and the Decision Maker rule run over all
+    users whatever `touched` holds (a plan made from a desired file validated in this run
+    passes none: its records were checked once already, see applier._check_result).
     """
     problems: list[str] = []
-    checks = _Checks.get()
     records = [users[uid] for uid in touched if uid in users]
-    forms = [_desired_form(r) for r in records]
-    names = [r["username"] for r in records]
-    for index in sorted(set(invalid_items(checks.user, forms))
-                        | set(invalid_items(checks.username, names))):
-        reduced = {"users": {str(names[index]): forms[index]}}
-        found = _schema_problems(reduced) or [Problem(("users", names[index]), "is invalid")]
-        problems.extend(f"{field_path(p.path)}: {printable(p.message)}" for p in found)
+    if records:
+        checks = _Checks.get()
+        forms = [_desired_form(r) for r in records]
+        names = [r["username"] for r in records]
+        for index in sorted(set(invalid_items(checks.user, forms))
+                            | set(invalid_items(checks.username, names))):
+            reduced = {"users": {str(names[index]): forms[index]}}
+            found = (_schema_problems(reduced)
+                     or [Problem(("users", names[index]), "is invalid")])
+            problems.extend(f"{field_path(p.path)}: {printable(p.message)}" for p in found)
     for record in records:
         if record["call_recording"] is not None and record["profile"] not in CR_PROFILES:
             problems.append(printable(
                 f"{field_path(('users', record['username']))}: Call Recording needs an "
                 f"Elite, Premier, Essentials or Telephony profile, not {record['profile']}"))
-    unique: tuple[Literal["username", "extension"], ...] = ("username", "extension")
-    for key in unique:
-        values = [u[key] for u in users.values()]
+    unique: tuple[tuple[Literal["username", "extension", "email"], str], ...] = (
+        ("username", "a username"), ("extension", "an extension"), ("email", "an email"))
+    for key, what in unique:  # columns pulled in C (itemgetter), compared as sets
+        values = list(map(itemgetter(key), users.values()))
+        if key == "email":  # emails are compared ignoring case, as in a desired file
+            values = list(map(str.casefold, values))
         if len(set(values)) != len(values):
-            problems.append(f"two users would share a {key}")
-    emails = [u["email"].casefold() for u in users.values()]
-    if len(set(emails)) != len(emails):
-        problems.append("two users would share an email")
-    if users and not any(Role.DECISION_MAKER in u["roles"] for u in users.values()):
+            problems.append(f"two users would share {what}")
+    dm = Role.DECISION_MAKER
+    if users and not any(dm in roles for roles in map(itemgetter("roles"), users.values())):
         problems.append("no user would have the decision-maker role")
     return problems
 
