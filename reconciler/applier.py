@@ -148,7 +148,11 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now:
     by_name = {u["username"]: uid for uid, u in users.items()}
     audit: list[dict[str, Any]] = []
     stamp = now
-    plan_checksum = plan.checksum or plan.document_checksum()
+    # what the audit entries name the plan by: a saved plan's checksum (what `apply
+    # PLANFILE --checksum` pinned), else the digest of the plan made and shown in this run
+    # (what `--expect` pins; memoised by the display, while a checksum of a document
+    # nobody saved would be one more pass over every action, for no reader)
+    plan_checksum = plan.checksum or plan.digest
     # a rename is an update_user, applied after a remove of the same user that already
     # names the user by the new name (the plan shows each user under one name)
     renamed_to = {a.user_id: a.user for a in plan.of_kind(Kind.UPDATE_USER)}

@@ -455,7 +455,7 @@ def test_audit_log_has_one_line_per_applied_action(state: Path, example: Path,
         assert (line["action"], line["user"], line["before"], line["after"]) == (
             action["action"], action["user"], action["before"], action["after"])
 
-    # an apply of a desired file: its own plan's checksum; the actor from CRCTL_ACTOR
+    # an apply of a desired file: its own plan's digest; the actor from CRCTL_ACTOR
     users = acme_users()
     users["asmith"]["call_recording"]["product"] = "always-on"
     users["lobby"]["location"] = "Ottawa"
@@ -473,6 +473,9 @@ def test_audit_log_has_one_line_per_applied_action(state: Path, example: Path,
     assert {n["actor"] for n in new} == {"asmith"}
     assert len({n["plan_checksum"] for n in new}) == 1
     assert HEX64.match(new[0]["plan_checksum"])
+    # no plan was saved: the entries name the plan by the digest it showed (and that
+    # `--expect` pins), the same as `plan --format json` gave for the same change
+    assert new[0]["plan_checksum"] == expected["digest"]
     assert new[1]["user_id"] == user_id(state, "lobby")
 
 
