@@ -418,3 +418,67 @@ def test_crash_in_the_middle_of_the_audit_append(small: dict[str, Any], tmp_path
             json.loads(line)
         except ValueError:
             pytest.fail(f"audit line {number} is torn: {line[:60]!r}...")
+
+
+def test_the_journal_holds_only_the_pending_lines_as_they_are_appended(
+        small: dict[str, Any], tmp_path: Path) -> None:
+    """Killed between the commit and the audit append: the journal is one header line and
+    then the new log lines byte for byte (not the lines again as JSON strings inside a
+    JSON document, every quote escaped), and the recovery appends exactly those bytes."""
+    state = tmp_path / "state"
+    shutil.copytree(small["state"], state)
+    log = state / "audit" / f"{ACCOUNT}.jsonl"
+    before = log.read_bytes()
+    crash_at("after-commit", state, small["changed"])
+    journal = (state / "audit" / f"{ACCOUNT}.pending").read_bytes()
+    head, _, pending = journal.partition(b"\n")
+    header = json.loads(head)
+    assert header["audit_offset"] == len(before)
+    assert header["audit_bytes"] == len(pending)
+    assert len(pending.splitlines()) == small["actions"]
+    r = crctl("sync", ACCOUNT, state=state)  # a locked command finishes the write
+    assert r.returncode == 0, r.stderr
+    assert log.read_bytes() == before + pending
+    assert not (state / "audit" / f"{ACCOUNT}.pending").exists()
+
+
+def test_a_journal_left_by_an_older_crctl_is_finished(small: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    """Format 1 (one JSON document, the lines as strings) is still read after an upgrade."""
+    state = tmp_path / "state"
+    shutil.copytree(small["state"], state)
+    log = state / "audit" / f"{ACCOUNT}.jsonl"
+    before = log.read_bytes()
+    crash_at("after-commit", state, small["changed"])
+    path = state / "audit" / f"{ACCOUNT}.pending"
+    head, _, pending = path.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    old = {"format_version": 1, "account": ACCOUNT, "lineage": header["lineage"],
+           "serial": header["serial"], "audit_offset": header["audit_offset"],
+           "lines": pending.decode().splitlines(), "mirror": header["mirror"]}
+    path.write_text(json.dumps(old, ensure_ascii=False, separators=(",", ":")))
+    r = crctl("sync", ACCOUNT, state=state)
+    assert r.returncode == 0, r.stderr
+    assert log.read_bytes() == before + pending
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-json", "other-account"])
+def test_a_damaged_journal_is_an_error_naming_it(small: dict[str, Any], tmp_path: Path,
+                                                 damage: str) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(small["state"], state)
+    crash_at("after-commit", state, small["changed"])
+    path = state / "audit" / f"{ACCOUNT}.pending"
+    raw = path.read_bytes()
+    if damage == "truncated":
+        raw = raw[:-10]
+    elif damage == "not-json":
+        raw = b"{" + raw
+    else:
+        raw = raw.replace(b'"account":"big"', b'"account":"other"', 1)
+    path.write_bytes(raw)
+    r = crctl("sync", ACCOUNT, state=state)
+    assert r.returncode == 1, r.stderr
+    assert "corrupt audit journal" in r.stderr and str(path) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -117,8 +117,9 @@ def open_log(path: str, *, create: bool) -> Iterator[tuple[int, int] | None]:
         os.close(fd)
 
 
-def append(path: str, text: str) -> None:
-    """Append whole lines to a JSONL file, all or nothing.
+def append(path: str, text: str | bytes) -> None:
+    """Append whole lines to a JSONL file, all or nothing (bytes: UTF-8 already, written
+    as they are; the audit log's lines are encoded once for its journal and for here).
 
     A torn last line (a crash mid-append) is repaired first (`repair_tail`), so the new
     lines never continue a broken one; a failed write is cut back off, so a full disk
@@ -127,7 +128,7 @@ def append(path: str, text: str) -> None:
         fd, size = opened  # type: ignore[misc]  # never None with create=True
         start = repair_tail(fd, size)
         try:
-            write_all(fd, text.encode("utf-8"))
+            write_all(fd, text if isinstance(text, bytes) else text.encode("utf-8"))
             os.fsync(fd)
         except OSError:
             with suppress(OSError):
