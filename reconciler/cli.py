@@ -674,13 +674,14 @@ def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str
 @click.option("--search", metavar="TEXT", help="Case-insensitive substring of any column.")
 @click.option("--filter", "filters", multiple=True, metavar="COLUMN=VALUE",
               help="Per column, named as in --format json (full_name, phone_number, "
-                   "extension, product, username, email, status; name and phone are aliases); "
+                   "extension, product, username, email, status, access; name and phone "
+                   "are aliases); "
                    "repeat to combine with AND. product takes on-demand, always-on or the "
                    "full name.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True,
               help="table for terminals; json (keys full_name, phone_number, extension, "
-                   "product, username, email, status) or csv, for scripts.")
+                   "product, username, email, status, access) or csv, for scripts.")
 @click.pass_obj
 def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ...],
           fmt: str) -> None:

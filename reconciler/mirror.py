@@ -24,6 +24,7 @@ def mirror_entry(user: UserRecord) -> dict[str, Any]:
         "extension": user["extension"],
         "phone_number": user["phone_number"],
         "product": cr["product"],
+        "access": cr["access"],
     }
 
 

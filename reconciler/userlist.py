@@ -12,7 +12,8 @@ from reconciler.errors import InputError
 from reconciler.inert import inert_text
 from reconciler.model import PRODUCT_NAMES, CurrentAccount, Product, product_name
 
-COLUMNS = ("full_name", "phone_number", "extension", "product", "username", "email", "status")
+COLUMNS = ("full_name", "phone_number", "extension", "product", "username", "email", "status",
+           "access")
 TABLE_COLUMNS = (("full_name", "Full Name"), ("phone_number", "Phone Number"),
                  ("extension", "Extension"), ("product", "Product"))
 # Filter columns: every JSON key of `users --format json`, and the short names as aliases.
@@ -35,6 +36,7 @@ def rows(account: CurrentAccount) -> list[dict[str, str]]:
             "username": user["username"],
             "email": user["email"],
             "status": cr["status"],
+            "access": cr["access"],
         })
     out.sort(key=lambda r: (r["full_name"].casefold(), r["username"]))
     return out

@@ -24,8 +24,9 @@ ON_DEMAND = "MiCloud Connect MIR On-Demand"
 ALWAYS_ON = "MiCloud Connect MIR Always-On"
 ACME_CR = {"asmith", "bob.smith", "jdoe"}
 JSON_KEYS = ["full_name", "phone_number", "extension", "product", "username", "email",
-             "status"]
-FILTER_COLUMNS = ("name", "phone", "extension", "product", "username", "email", "status")
+             "status", "access"]
+FILTER_COLUMNS = ("name", "phone", "extension", "product", "username", "email", "status",
+                  "access")
 
 
 def apply_file(state: Path, path: Path, actor: str) -> None:
@@ -139,7 +140,7 @@ def test_json_keys_and_values(state: Path) -> None:
     assert by_user["jdoe"] == {
         "full_name": "Jane Doe", "phone_number": "+16135550101", "extension": "2101",
         "product": ALWAYS_ON, "username": "jdoe", "email": "jane.doe@acme.example",
-        "status": "active"}
+        "status": "active", "access": "none"}
     assert by_user["asmith"]["product"] == ON_DEMAND
     assert by_user["asmith"]["status"] == "active"
     bob = by_user["bob.smith"]
@@ -369,7 +370,7 @@ def test_csv_cells_that_read_as_formulas_are_quoted(value: str) -> None:
     from reconciler.userlist import as_csv
 
     row = {"full_name": value, "phone_number": "", "extension": "10", "product": ON_DEMAND,
-           "username": "u", "email": "u@x.example", "status": "active"}
+           "username": "u", "email": "u@x.example", "status": "active", "access": "none"}
     (read,) = csv.DictReader(io.StringIO(as_csv([row]), newline=""))
     assert read["full_name"] == "'" + value
 
@@ -380,7 +381,7 @@ def test_csv_keeps_phone_numbers_and_plain_values() -> None:
 
     row = {"full_name": "Jane Doe", "phone_number": "+16135550101", "extension": "0101",
            "product": ON_DEMAND, "username": "jdoe", "email": "jdoe@x.example",
-           "status": "active"}
+           "status": "active", "access": "own-group"}
     (read,) = csv.DictReader(io.StringIO(as_csv([row])))
     assert read == row
 

@@ -136,6 +136,8 @@ def cr_text(cr: Mapping[str, Any] | None, quote: Quote = inert_text) -> str:
         text += f" (from {value(cr['activation_date'], quote)})"
     if cr.get("prevent_remove"):
         text += ", prevent_remove"
+    if cr.get("access") not in (None, "none"):
+        text += f", access {value(cr['access'], quote)}"
     return text
 
 
