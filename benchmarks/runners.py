@@ -183,6 +183,66 @@ def converge(url: str, halves: tuple[Path, Path], env: dict[str, str]) -> dict[s
             "stderr": done.stderr, "seconds": 0.0}
 
 
+def measure(url: str | None, accounts: int = 1000, users: int = 5, runners: int = 8,
+            overlap: bool = False, kills: int = 0, seed: int = 1) -> dict[str, Any]:
+    """One concurrent run and its check (benchmarks/run.py --pg calls this too).
+    Without `url` it starts (and stops) its own throwaway server (tests/pgserver.py)."""
+    import psycopg
+
+    rng = random.Random(seed)
+    kill_at = {i: rng.uniform(0.5, 8.0) for i in rng.sample(range(runners), kills)}
+    server = None
+    if url is None:
+        import pgserver
+
+        server = pgserver.start()
+        url = server.url
+    try:
+        with tempfile.TemporaryDirectory(prefix="crctl-runners-") as tmp:
+            env = crctl_env()
+            a, b, names = write_halves(Path(tmp), accounts, users)
+            expected = audit_of_one_apply(users, Path(tmp), env)
+            subprocess.run([sys.executable, "-m", "reconciler", "init", "--state", url],
+                           env=env, check=True, capture_output=True)
+            with psycopg.connect(url, autocommit=True) as watcher:
+                def holders() -> set[int]:
+                    return {row[0] for row in watcher.execute("SELECT pid FROM crctl.locks")}
+                wall, results = run_all(url, (a, b), runners, env, Path(tmp) / "logs",
+                                        overlap=overlap, kills=kill_at, holders=holders)
+            if kill_at:
+                results.append(converge(url, (a, b), env))
+            with psycopg.connect(url) as conn:
+                problems = check(url, names, results,
+                                 lambda q: conn.execute(q).fetchall(), expected)
+    finally:
+        if server is not None:
+            server.stop()
+    return {"runners": runners, "accounts": accounts, "users": users, "overlap": overlap,
+            "killed": len(kill_at), "wall_s": wall, "audit_per_account": expected,
+            "problems": problems,
+            "per_runner": [{"half": r["half"], "exit": r["exit"], "seconds": r["seconds"],
+                            "said": ("killed" if r.get("killed") else "applied"
+                                     if "Apply complete" in r["stdout"] else "No changes")}
+                           for r in results]}
+
+
+def describe(result: dict[str, Any]) -> str:
+    lines = [f"{result['runners']} runners, {result['accounts']} accounts x "
+             f"{result['users']} users ("
+             f"{'overlapping sets: A, B, A+B' if result['overlap'] else 'disjoint halves A and B'}"
+             f", {result['killed']} killed): {result['wall_s']:.1f} s wall"]
+    for r in result["per_runner"]:
+        lines.append(f"  runner on {r['half']}: exit {r['exit']}, {r['seconds']:.1f} s, "
+                     f"{r['said']}")
+    if result["problems"]:
+        lines.append(f"FAILED ({len(result['problems'])} problems):")
+        lines += [f"  {p}" for p in result["problems"][:20]]
+    else:
+        lines.append("every account applied exactly once: serial 1, one version, "
+                     f"{result['audit_per_account']} audit entries each")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,51 +256,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", help="an empty PostgreSQL database (default: start one)")
     args = parser.parse_args()
-    import psycopg
-
-    rng = random.Random(args.seed)
-    kills = {i: rng.uniform(0.5, 8.0) for i in rng.sample(range(args.runners), args.kills)}
-    server = None
-    url = args.url
-    if url is None:
-        import pgserver
-
-        server = pgserver.start()
-        url = server.url
-    try:
-        with tempfile.TemporaryDirectory(prefix="crctl-runners-") as tmp:
-            env = crctl_env()
-            a, b, names = write_halves(Path(tmp), args.accounts, args.users)
-            expected = audit_of_one_apply(args.users, Path(tmp), env)
-            subprocess.run([sys.executable, "-m", "reconciler", "init", "--state", url],
-                           env=env, check=True, capture_output=True)
-            with psycopg.connect(url, autocommit=True) as watcher:
-                def holders() -> set[int]:
-                    return {row[0] for row in watcher.execute("SELECT pid FROM crctl.locks")}
-                wall, results = run_all(url, (a, b), args.runners, env, Path(tmp) / "logs",
-                                        overlap=args.overlap, kills=kills, holders=holders)
-            if kills:
-                results.append(converge(url, (a, b), env))
-            with psycopg.connect(url) as conn:
-                problems = check(url, names, results,
-                                 lambda q: conn.execute(q).fetchall(), expected)
-    finally:
-        if server is not None:
-            server.stop()
-    print(f"{args.runners} runners, {args.accounts} accounts x {args.users} users "
-          f"({'overlapping sets: A, B, A+B' if args.overlap else 'disjoint halves A and B'}"
-          f", {len(kills)} killed): {wall:.1f} s wall")
-    for r in results:
-        said = ("killed" if r.get("killed") else
-                "applied" if "Apply complete" in r["stdout"] else "No changes")
-        print(f"  runner on {r['half']}: exit {r['exit']}, {r['seconds']:.1f} s, {said}")
-    if problems:
-        print(f"FAILED ({len(problems)} problems):")
-        for p in problems[:20]:
-            print(f"  {p}")
+    result = measure(args.url, args.accounts, args.users, args.runners, args.overlap,
+                     args.kills, args.seed)
+    print(describe(result))
+    if result["problems"]:
         raise SystemExit(1)
-    print(f"every account applied exactly once: serial 1, one version, {expected} audit "
-          "entries each")
 
 
 if __name__ == "__main__":
