@@ -1,8 +1,8 @@
 """Peers of DESIGN §7: Terraform and octoDNS planning the same number of objects as
 `crctl plan`, each paired with crctl in the same run (alternating runs, median of each).
 
-- Terraform: one `terraform_data` resource per user (`for_each` over the users' JSON,
-  the local backend, no provider to download: terraform_data is built in). Applying
+- Terraform: one `terraform_data` resource block per user (main.tf.json, the local
+  backend, no provider to download: terraform_data is built in). Applying
   100,000 resources would take many minutes, so the state is written directly as the
   JSON state file that `terraform apply` would have left (same attributes, one instance
   per user); the timed work is `terraform plan -refresh=false` with one object changed.
@@ -71,26 +71,25 @@ def terraform_work(work: Path, base: dict[str, dict[str, Any]],
                    changed: dict[str, dict[str, Any]], terraform: str) -> Path:
     """A Terraform directory whose state holds `base` and whose config wants `changed`."""
     work.mkdir(parents=True, exist_ok=True)
-    (work / "main.tf").write_text(
-        'locals {\n  users = jsondecode(file("${path.module}/users.json"))\n}\n'
-        'resource "terraform_data" "user" {\n  for_each = local.users\n'
-        '  input    = each.value\n}\n', encoding="utf-8")
-    (work / "users.json").write_text(json.dumps({k: flat(v) for k, v in changed.items()}),
-                                     encoding="utf-8")
+    # One resource block per user (main.tf.json): `for_each` over one map of 1,000
+    # objects took Terraform 1.11 93 s to plan here (3,000: 600 s), separate blocks 4 s.
+    (work / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": {
+        name: {"input": flat(user)} for name, user in changed.items()}}}), encoding="utf-8")
     kind = ["object", {k: "string" for k in FIELDS}]
-    instances = []
+    resources = []
     for name, user in base.items():
         value = flat(user)
-        instances.append({"index_key": name, "schema_version": 0, "attributes": {
-            "id": str(uuid.UUID(int=len(instances) + 1)),
-            "input": {"value": value, "type": kind},
-            "output": {"value": value, "type": kind},
-            "triggers_replace": None}, "sensitive_attributes": []})
+        resources.append({
+            "mode": "managed", "type": "terraform_data", "name": name,
+            "provider": 'provider["terraform.io/builtin/terraform"]',
+            "instances": [{"schema_version": 0, "attributes": {
+                "id": str(uuid.UUID(int=len(resources) + 1)),
+                "input": {"value": value, "type": kind},
+                "output": {"value": value, "type": kind},
+                "triggers_replace": None}, "sensitive_attributes": []}]})
     state = {"version": 4, "terraform_version": "1.11.4", "serial": 1,
              "lineage": "00000000-0000-4000-8000-000000000001", "outputs": {},
-             "resources": [{"mode": "managed", "type": "terraform_data", "name": "user",
-                            "provider": 'provider["terraform.io/builtin/terraform"]',
-                            "instances": instances}], "check_results": None}
+             "resources": resources, "check_results": None}
     (work / "terraform.tfstate").write_text(json.dumps(state), encoding="utf-8")
     (work / "cli.tfrc").write_text("", encoding="utf-8")
     subprocess.run([terraform, "init", "-input=false", "-no-color"], cwd=work, check=True,

@@ -599,8 +599,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runners", default="1000,5,8",
                         help="ACCOUNTS,USERS,RUNNERS of the concurrent runners (--pg)")
     parser.add_argument("--peers", action="store_true", help="Terraform and octoDNS")
-    parser.add_argument("--peer-sizes", default="10000,100000",
-                        help="objects for the peers (default 10000,100000)")
+    parser.add_argument("--peer-sizes", default="1000,10000",
+                        help="objects for the peers (default 1000,10000: Terraform is slow)")
     parser.add_argument("--no-install", action="store_true",
                         help="--peers: do not pip install octodns when it is missing")
     parser.add_argument("--full", action="store_true", help="every section: + --pg --peers")
