@@ -115,3 +115,17 @@ def test_a_state_written_before_access_and_tags_reads_as_none_and_no_tags(
     assert {m["reason"] for m in doc["mir"]["upsert"]} == {"out of date: access"}
     assert crctl("apply", path, "--auto-approve", state=state, actor="jdoe").returncode == 0
     assert crctl("plan", path, "--detailed-exitcode", state=state).returncode == 0
+
+
+def test_recording_groups_and_settings_are_refused_until_they_are_kept(tmp_path: Path) -> None:
+    """The schema describes them (DESIGN §2, wave 2), but nothing plans or stores them yet:
+    a file using them is refused where they are, never planned as if applied."""
+    path = write(tmp_path, None)
+    path.write_text(path.read_text() + "recording_groups:\n  sales:\n    members: [kli]\n"
+                    "recording_settings:\n  time_zone: America/Toronto\n")
+    result = crctl("validate", path)
+    assert result.returncode == 1
+    assert f"{path}:22:1: error: recording_groups: recording groups are described" \
+        in result.stderr, result.stderr
+    assert f"{path}:25:1: error: recording_settings: recording settings are described" \
+        in result.stderr, result.stderr
