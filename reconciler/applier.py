@@ -29,6 +29,7 @@ from reconciler.model import (
     Mirror,
     Role,
     UserRecord,
+    account_roles,
     is_iso_date,
     status_on,
     termination_counts,
@@ -117,7 +118,8 @@ def actor_refusal(plan: Plan, current: CurrentAccount, actor: str) -> str | None
         allowed = current.has_manager(actor, roles)
         where = "the current account"
     else:
-        allowed = any(a.user == actor and a.after and roles.intersection(a.after["roles"])
+        allowed = any(a.user == actor and a.after
+                      and roles.intersection(account_roles(a.after["roles"]))
                       for a in plan.of_kind(Kind.ADD_USER))
         where = "the desired file (the account does not exist yet)"
     return None if allowed else f"actor {actor!r} is not {what} in {where}"

@@ -129,3 +129,31 @@ def test_recording_groups_and_settings_are_refused_until_they_are_kept(tmp_path:
         in result.stderr, result.stderr
     assert f"{path}:25:1: error: recording_settings: recording settings are described" \
         in result.stderr, result.stderr
+
+
+def test_a_location_phone_manager_is_not_yet_a_manager_of_the_account(tmp_path: Path) -> None:
+    """`{phone-manager: [Ottawa]}` loads and is kept, but until the per-action actor check
+    is built such a user applies nothing (exit 6), for a new account and an existing one."""
+    state = tmp_path / "state"
+    path = write(tmp_path, None)
+    scoped = path.read_text().replace(
+        "    tags: [mifid, desk-a]\n", "    tags: [mifid, desk-a]\n    location: Ottawa\n"
+        "    roles:\n      - phone-manager: [Ottawa]\n")
+    path.write_text(scoped)
+    refused = crctl("apply", path, "--auto-approve", state=state, actor="kli")
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert "kli" in refused.stderr and not (state / "portal" / "acme.json").exists()
+    assert crctl("apply", path, "--auto-approve", state=state, actor="jdoe").returncode == 0
+    portal = json.loads((state / "portal" / "acme.json").read_text())
+    kli = next(u for u in portal["users"].values() if u["username"] == "kli")
+    assert kli["roles"] == [{"phone-manager": ["Ottawa"]}]
+    write(tmp_path, "all")
+    path.write_text(path.read_text().replace(
+        "    tags: [mifid, desk-a]\n", "    tags: [mifid, desk-a]\n    location: Ottawa\n"
+        "    roles:\n      - phone-manager: [Ottawa]\n"))
+    again = crctl("apply", path, "--auto-approve", state=state, actor="kli")
+    assert again.returncode == 6, again.stdout + again.stderr
+    imported = tmp_path / "imported" / "acme.yaml"
+    assert crctl("import", "acme", "--out", imported, state=state).returncode == 0
+    assert "    roles: [{phone-manager: [Ottawa]}]\n" in imported.read_text()
+    assert crctl("plan", imported, "--detailed-exitcode", state=state).returncode == 0
