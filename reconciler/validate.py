@@ -385,12 +385,6 @@ def _rename_rules(raw_users: dict[str, Any], renames: dict[str, str],
                                           f"{claimed[old]}"))
 
 
-# Keys of DESIGN §2 that the schema knows but the planner and the state do not keep yet:
-# refused, so a file never plans as if they were applied.
-NOT_YET = (("recording_groups", "recording groups"),
-           ("recording_settings", "recording settings"))
-
-
 def _account_rules(doc: Document, data: dict[str, Any], users: dict[str, UserRecord],
                    bad_users: set[str], problems: list[Problem]) -> None:
     account = data.get("account")
@@ -398,12 +392,6 @@ def _account_rules(doc: Document, data: dict[str, Any], users: dict[str, UserRec
     if type(account) is str and account != stem and _Checks.get().account([account]):
         problems.append(Problem(("account",), f"account {account!r} must equal the file "
                                               f"name's stem {stem!r}"))
-    for key, what in NOT_YET:
-        if key in data:
-            problems.append(Problem((key,), f"{what} are described by the schema but not "
-                                    "planned or stored by this version of crctl yet; remove "
-                                    f"the {key} block (nothing would be applied)",
-                                    at_key=True))
     terminate = data.get("terminate") is True
     raw_users = data.get("users", {})
     if terminate or type(raw_users) is not dict:

@@ -117,20 +117,6 @@ def test_a_state_written_before_access_and_tags_reads_as_none_and_no_tags(
     assert crctl("plan", path, "--detailed-exitcode", state=state).returncode == 0
 
 
-def test_recording_groups_and_settings_are_refused_until_they_are_kept(tmp_path: Path) -> None:
-    """The schema describes them (DESIGN §2, wave 2), but nothing plans or stores them yet:
-    a file using them is refused where they are, never planned as if applied."""
-    path = write(tmp_path, None)
-    path.write_text(path.read_text() + "recording_groups:\n  sales:\n    members: [kli]\n"
-                    "recording_settings:\n  time_zone: America/Toronto\n")
-    result = crctl("validate", path)
-    assert result.returncode == 1
-    assert f"{path}:22:1: error: recording_groups: recording groups are described" \
-        in result.stderr, result.stderr
-    assert f"{path}:25:1: error: recording_settings: recording settings are described" \
-        in result.stderr, result.stderr
-
-
 def test_a_location_phone_manager_is_not_yet_a_manager_of_the_account(tmp_path: Path) -> None:
     """`{phone-manager: [Ottawa]}` loads and is kept, but until the per-action actor check
     is built such a user applies nothing (exit 6), for a new account and an existing one."""
