@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.model import UserRecord
+from collections.abc import Container
+
+from reconciler.model import CurrentAccount, GroupRecord, Mirror, UserRecord
 from reconciler.plan import MirrorChange
 
 
@@ -78,3 +80,32 @@ def activate_due(users: dict[str, UserRecord], today: str) -> dict[str, UserReco
         if cr is not None and cr["status"] == "pending" and is_live(user, today):
             out[uid] = {**user, "call_recording": {**cr, "status": "active"}}
     return out
+
+
+def project_groups(groups: dict[str, GroupRecord],
+                   live: Container[str]) -> dict[str, GroupRecord]:
+    """The mirror's recording groups: the portal's, with the members and managers the MIR
+    portal holds (a pending user is not in MIR yet, so not in its groups either)."""
+    return {name: {"managers": [u for u in g["managers"] if u in live],
+                   "members": [u for u in g["members"] if u in live]}
+            for name, g in groups.items()}
+
+
+def live_ids(users: dict[str, UserRecord], today: str) -> set[str]:
+    return {uid for uid, u in users.items() if is_live(u, today)}
+
+
+def group_drift(current: CurrentAccount, mirror: Mirror, today: str
+                ) -> tuple[list[MirrorChange], list[MirrorChange]]:
+    """(upserts, deletes) of recording groups that bring the mirror in line."""
+    if not current.groups and not mirror.groups:
+        return [], []
+    expected = project_groups(current.groups, live_ids(current.users, today))
+    upserts = [MirrorChange("", "", "missing from the MIR mirror" if name not in mirror.groups
+                            else "out of date: " + ", ".join(
+                                f for f in ("managers", "members")
+                                if mirror.groups[name].get(f) != group[f]), group=name)
+               for name, group in sorted(expected.items()) if mirror.groups.get(name) != group]
+    deletes = [MirrorChange("", "", "no such group in the portal", group=name)
+               for name in sorted(mirror.groups) if name not in expected]
+    return upserts, deletes

@@ -55,12 +55,19 @@ class Kind(StrEnum):
 ORDER = {kind: index for index, kind in enumerate(Kind)}
 SUMMARY_KEYS = ("enable", "change", "remove", "add_user", "update_user", "delete_user",
                 "terminate_account")
+# Group actions are counted only in a plan that has some (DESIGN §5: the footer's group
+# clause appears only then), so every plan without groups keeps the summary, digest and
+# checksum it had before groups existed: a plan saved by an older crctl still loads.
+GROUP_KINDS = (Kind.ADD_GROUP, Kind.UPDATE_GROUP, Kind.DELETE_GROUP)
+GROUP_SUMMARY_KEYS = ("add_group", "update_group", "delete_group")
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     """One change. `user` is the username (the new one for a rename); `user_id` is None
-    for a user that does not exist yet.
+    for a user that does not exist yet. A group action names its group in `group` (and no
+    user); `group` is None for every other action and absent from its JSON, so a plan
+    without group actions has the shape (and digest) it always had.
 
     `before` and `after` are read-only JSON objects (user details, a CR service, counts):
     a Mapping, so the planner can hand over a record's TypedDict as it is, and a plan
@@ -72,22 +79,41 @@ class Action:
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
     changed: tuple[str, ...] = ()
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"action": str(self.action), "user": self.user, "user_id": self.user_id,
-                "before": self.before, "after": self.after, "changed": list(self.changed)}
+        doc = {"action": str(self.action), "user": self.user, "user_id": self.user_id,
+               "before": self.before, "after": self.after, "changed": list(self.changed)}
+        if self.group is not None:
+            doc["group"] = self.group
+        return doc
+
+    @property
+    def subject(self) -> str:
+        """What the action is about, as a plan lists it: the user, or the group."""
+        return self.user or self.group or ""
 
 
 @dataclass(frozen=True, slots=True)
 class MirrorChange:
-    """A MIR mirror entry that differs from what the portal implies (drift)."""
+    """A MIR mirror entry that differs from what the portal implies (drift): a user's, or
+    (with `group` set, user_id and username empty) a recording group's."""
 
     user_id: str
     username: str
     reason: str
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "username": self.username, "reason": self.reason}
+        doc = {"user_id": self.user_id, "username": self.username, "reason": self.reason}
+        if self.group is not None:
+            doc["group"] = self.group
+        return doc
+
+    @property
+    def subject(self) -> str:
+        return f"group {self.group}" if self.group is not None else \
+            self.username or self.user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +153,16 @@ class Plan:
 
     def summary(self) -> dict[str, int]:
         counts = dict.fromkeys(SUMMARY_KEYS, 0)
+        if self.has_group_actions:
+            counts.update(dict.fromkeys(GROUP_SUMMARY_KEYS, 0))
         for action in self.actions:
             if action.action in counts:
                 counts[action.action] += 1
         return counts
+
+    @property
+    def has_group_actions(self) -> bool:
+        return any(a.group is not None for a in self.actions)
 
     def of_kind(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.action is kind]
@@ -446,9 +478,10 @@ def _from_document(path: str, doc: Any) -> Plan:
                              "new plan with `crctl plan --out`")
     actions = tuple(
         Action(Kind(a["action"]), a["user"], a["user_id"], a["before"], a["after"],
-               tuple(a["changed"]))
+               tuple(a["changed"]), a.get("group"))
         for a in doc["actions"]
     )
+    _check_groups(path, actions)
     _check_products(path, actions)
     mir = doc["mir"]
     plan = Plan(
@@ -472,6 +505,19 @@ def _from_document(path: str, doc: Any) -> Plan:
         raise StalePlanError(f"{shown}: plan was altered: its summary does not match its "
                              "actions")
     return plan
+
+
+def _check_groups(path: str, actions: tuple[Action, ...]) -> None:
+    """A group action names a group and no user; any other action names no group (the
+    schema cannot tie the key to the kind)."""
+    for index, action in enumerate(actions):
+        is_group = action.action in GROUP_KINDS
+        if is_group != (action.group is not None) or (
+                is_group and (action.user is not None or action.user_id is not None)):
+            what = "names its group in 'group' and no user" if is_group \
+                else "has no 'group' key"
+            raise InputError(f"{inert_text(path)}: not a valid crctl plan file: at "
+                             f"actions/{index}: a {action.action} action {what}")
 
 
 CR_SIDES = {Kind.REMOVE: ("before",), Kind.CHANGE: ("before", "after"),

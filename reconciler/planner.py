@@ -13,10 +13,13 @@ from typing import Any
 
 from reconciler import mirror as mir
 from reconciler.model import (
+    ACCOUNT_FIELDS,
     CR_FIELDS,
     DETAIL_FIELDS,
+    GROUP_FIELDS,
     CurrentAccount,
     DesiredAccount,
+    GroupRecord,
     Mirror,
     UserRecord,
     termination_counts,
@@ -53,18 +56,18 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
 
     buckets: dict[Kind, list[Action]] = {kind: [] for kind in Kind}
     if not current.exists:
+        created: dict[str, Any] = {"account": desired.account, "name": desired.name}
+        if desired.time_zone is not None:
+            created["time_zone"] = desired.time_zone
         buckets[Kind.CREATE_ACCOUNT].append(Action(
-            Kind.CREATE_ACCOUNT, None, None, None,
-            {"account": desired.account, "name": desired.name}))
-    elif desired.name is not None and desired.name != current.name:
-        # a file without `name:` leaves the name as it is: many files never declare one,
-        # and dropping a name nobody wrote down would surprise (import writes it back)
-        buckets[Kind.UPDATE_ACCOUNT].append(Action(
-            Kind.UPDATE_ACCOUNT, None, None, {"name": current.name}, {"name": desired.name},
-            ("name",)))
+            Kind.CREATE_ACCOUNT, None, None, None, created))
+    else:
+        update = _account_update(desired, current)
+        if update is not None:
+            buckets[Kind.UPDATE_ACCOUNT].append(update)
 
     by_name = current.by_username()
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # user id -> the username the desired file gives it
     for username, want in desired.users.items():
         uid = by_name.get(username)
         if uid is None and username in desired.renamed_from:
@@ -76,7 +79,7 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
                 buckets[Kind.ENABLE].append(Action(
                     Kind.ENABLE, username, None, None, want["call_recording"]))
             continue
-        seen.add(uid)
+        seen[uid] = username
         have = current.users[uid]
         if want == have:
             continue
@@ -91,13 +94,81 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
         buckets[Kind.DELETE_USER].append(Action(
             Kind.DELETE_USER, have["username"], uid, details(have), None))
 
+    if current.groups or desired.groups:
+        _plan_groups(desired, current, seen, buckets)
+        group_upserts, group_deletes = mir.group_drift(current, mirror, today)
+        upserts.extend(group_upserts)
+        deletes.extend(group_deletes)
+
     actions: list[Action] = []
     for kind in Kind:
         bucket = buckets[kind]
-        bucket.sort(key=lambda a: a.user or "")
+        bucket.sort(key=lambda a: a.user or a.group or "")
         actions.extend(bucket)
     return replace(base, actions=tuple(actions), mir_upsert=tuple(upserts),
                    mir_delete=tuple(deletes))
+
+
+def _account_update(desired: DesiredAccount, current: CurrentAccount) -> Action | None:
+    """update_account for the name and the time zone (recording_settings.time_zone).
+
+    A file without `name:` (or without a time zone) leaves it as it is: many files never
+    declare one, and dropping a value nobody wrote down would surprise (import writes it
+    back). `time_zone` is part of the action only when the account has or gets one, so a
+    rename of an account without a time zone plans as it always did."""
+    before: dict[str, Any] = {"name": current.name}
+    after: dict[str, Any] = {"name": current.name if desired.name is None else desired.name}
+    if current.time_zone is not None or desired.time_zone is not None:
+        before["time_zone"] = current.time_zone
+        after["time_zone"] = current.time_zone if desired.time_zone is None \
+            else desired.time_zone
+    changed = tuple(f for f in ACCOUNT_FIELDS if f in before and before[f] != after[f])
+    if not changed:
+        return None
+    return Action(Kind.UPDATE_ACCOUNT, None, None, before, after, changed)
+
+
+def _plan_groups(desired: DesiredAccount, current: CurrentAccount, kept: dict[str, str],
+                 buckets: dict[Kind, list[Action]]) -> None:
+    """delete_group / add_group / update_group, members named by username.
+
+    Stored groups hold user ids, so a renamed user stays in their groups; a group's
+    `before` names each member as the plan leaves them (the new name of a renamed user,
+    the last name of a deleted one). A member who is deleted or loses CR in this plan is
+    dropped from their groups in the same plan, also when the file does not manage groups
+    (no `recording_groups` key: the groups stay as they are otherwise)."""
+    def name_of(uid: str) -> str:
+        name = kept.get(uid)
+        return name if name is not None else current.users[uid]["username"] \
+            if uid in current.users else uid
+
+    def stays(uid: str) -> bool:
+        name = kept.get(uid)
+        return name is not None and desired.users[name]["call_recording"] is not None
+
+    have: dict[str, GroupRecord] = {}
+    for group, record in current.groups.items():
+        have[group] = {"managers": sorted(map(name_of, record["managers"])),
+                       "members": sorted(map(name_of, record["members"]))}
+    if desired.groups is not None:
+        want = desired.groups
+    else:
+        want = {group: {"managers": sorted(name_of(u) for u in record["managers"] if stays(u)),
+                        "members": sorted(name_of(u) for u in record["members"] if stays(u))}
+                for group, record in current.groups.items()}
+    for group, before in have.items():
+        after = want.get(group)
+        if after is None:
+            buckets[Kind.DELETE_GROUP].append(Action(
+                Kind.DELETE_GROUP, None, None, before, None, group=group))
+        elif after != before:
+            changed = tuple(f for f in GROUP_FIELDS if after[f] != before[f])
+            buckets[Kind.UPDATE_GROUP].append(Action(
+                Kind.UPDATE_GROUP, None, None, before, after, changed, group=group))
+    for group, after in want.items():
+        if group not in have:
+            buckets[Kind.ADD_GROUP].append(Action(
+                Kind.ADD_GROUP, None, None, None, after, group=group))
 
 
 def _diff_user(uid: str, username: str, want: UserRecord, have: UserRecord,
