@@ -12,18 +12,21 @@ import gc
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from reconciler import __version__
 from reconciler.backends import Backend, open_backend
-from reconciler.errors import CrctlError, InputError, ValidationFailed
+from reconciler.errors import CrctlError, Diagnostic, InputError, ValidationFailed
 from reconciler.inert import inert_text
 from reconciler.render.common import counted
+
+if TYPE_CHECKING:
+    from reconciler.model import DesiredAccount
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -246,17 +249,21 @@ def cli(ctx: click.Context) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True,
-              help="json: {valid, files, errors: [{path, line, column, field, message}]}.")
-def validate(paths: tuple[str, ...], fmt: str) -> None:
+              help="json: {valid, files, errors: [{path, line, column, field, message}], "
+                   "warnings: [same keys]}.")
+@click.option("--strict", is_flag=True, help="Exit 1 when there is any warning as well.")
+def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     """Check desired-state files offline (directories: every *.yaml / *.yml below them).
 
     Prints every problem of every file as PATH:LINE:COL: error: FIELD: message and
-    exits 1 if there is any; exits 0 when all files are valid.
+    exits 1 if there is any; exits 0 when all files are valid. Lints of valid files
+    (such as an On-Demand user in no recording group) print as PATH:LINE:COL: warning:
+    FIELD: message on stderr and do not change the exit status, unless --strict.
 
     \b
     Examples:
       crctl validate accounts/acme.yaml
-      crctl validate accounts/
+      crctl validate --strict accounts/
     """
     from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
@@ -272,19 +279,39 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
             failed.append(exc)
     failed.extend(ValidationFailed([d]) for d in duplicate_accounts(loaded))
     diagnostics = [d for f in failed for d in f.diagnostics]
+    warnings = [w for d in loaded for w in d.warnings]
+    refused = bool(failed) or (strict and bool(warnings))
     if fmt == "json":
-        emit_json({"valid": not failed, "files": len(files), "errors": [
-            {"path": d.path, "line": d.line, "column": d.column, "field": d.field,
-             "message": d.message} for d in diagnostics]})
-        sys.exit(EXIT_ERROR if failed else 0)
+        def listed(found: list[Diagnostic]) -> list[dict[str, Any]]:
+            return [{"path": d.path, "line": d.line, "column": d.column, "field": d.field,
+                     "message": d.message} for d in found]
+
+        emit_json({"valid": not refused, "files": len(files), "errors": listed(diagnostics),
+                   "warnings": listed(warnings)})
+        sys.exit(EXIT_ERROR if refused else 0)
+    # one list in file and line order: a file's warnings beside its errors
+    for diagnostic in sorted([*diagnostics, *warnings],
+                             key=lambda d: (d.path, d.line, d.column)):
+        click.echo(str(diagnostic), err=True)
+    noted = f"; {counted(len(warnings), 'warning')}" if warnings else ""
     if failed:
-        for diagnostic in diagnostics:
-            click.echo(str(diagnostic), err=True)
-        click.echo(f"{len(diagnostics)} problem(s) in {len(failed)} of {len(files)} file(s).",
-                   err=True)
+        click.echo(f"{len(diagnostics)} problem(s) in {len(failed)} of {len(files)} "
+                   f"file(s){noted}.", err=True)
         sys.exit(EXIT_ERROR)
     noun = "file is" if len(files) == 1 else "files are"
-    click.echo(f"{len(files)} {noun} valid.")
+    if refused:
+        click.echo(f"{len(files)} {noun} valid, but with {counted(len(warnings), 'warning')}"
+                   f" in {len({w.path for w in warnings})} file(s); --strict refuses "
+                   "warnings.", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"{len(files)} {noun} valid{noted.replace(';', ',')}.")
+
+
+def echo_warnings(desired: Iterable[DesiredAccount]) -> None:
+    """The lints of loaded files, on stderr (stdout stays the plan: json/markdown parse)."""
+    for d in desired:
+        for warning in d.warnings:
+            click.echo(str(warning), err=True)
 
 
 FORMATS = click.Choice(["text", "json", "markdown"])
@@ -373,6 +400,7 @@ def plan(ctx: Context, paths: tuple[str, ...], out: str | None, fmt: str,
 
     backend = backend_of(ctx)
     desired = service.load_all(list(paths), today())
+    echo_warnings(desired)
     planned = [service.plan_one(backend, d, today()) for d in desired]
     if force:
         for p in planned:
@@ -508,7 +536,7 @@ def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
                                  "file")
             outcomes = run.from_desired(list(paths), show_plans,
                                         lambda: _confirm(auto_approve), expect=expect,
-                                        as_list=as_list)
+                                        as_list=as_list, loaded=echo_warnings)
     except KeyboardInterrupt:
         if not run.committed:
             raise  # nothing written: exit 130

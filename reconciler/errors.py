@@ -49,16 +49,21 @@ class ActorNotAllowedError(CrctlError):
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """One located problem in an input file: `PATH:LINE:COL: error: FIELD: message`."""
+    """One located problem in an input file: `PATH:LINE:COL: SEVERITY: FIELD: message`.
+
+    severity "error" (the file is refused) or "warning" (a lint, DESIGN §2: printed, never
+    a change of exit status, except under `validate --strict`)."""
 
     path: str
     line: int  # 1-based
     column: int  # 1-based
     field: str
     message: str
+    severity: str = "error"
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}: error: {self.field}: {self.message}"
+        return (f"{self.path}:{self.line}:{self.column}: {self.severity}: {self.field}: "
+                f"{self.message}")
 
 
 class ValidationFailed(InputError):

@@ -14,6 +14,8 @@ from datetime import date
 from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
+from reconciler.errors import Diagnostic
+
 
 class Product(StrEnum):
     """A Call Recording product; the value is the YAML spelling."""
@@ -197,6 +199,8 @@ class DesiredAccount:
     # `recording_groups` key (an empty mapping deletes every group)
     groups: dict[str, GroupRecord] | None = None
     time_zone: str | None = None  # recording_settings.time_zone; None: not declared
+    # the file's lints (severity "warning"), in file order: printed, never refusing it
+    warnings: tuple[Diagnostic, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

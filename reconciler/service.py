@@ -229,9 +229,15 @@ class ApplyRun:
 
     def from_desired(self, paths: list[str], show: Callable[[list[Plan]], None],
                      confirm: Callable[[], bool], expect: str | None = None,
-                     as_list: bool = False) -> list[Outcome]:
-        """`expect`: the digest the fresh plan must have (of the plan set when `as_list`)."""
+                     as_list: bool = False,
+                     loaded: Callable[[list[DesiredAccount]], None] | None = None
+                     ) -> list[Outcome]:
+        """`expect`: the digest the fresh plan must have (of the plan set when `as_list`);
+        `loaded`: called with the files once validated, before the lock (their warnings
+        are shown before the plan)."""
         desired = load_all(paths, self.today)
+        if loaded is not None:
+            loaded(desired)
         accounts = [d.account for d in desired]
         with locked(self.backend, accounts, self.actor, "apply", self.lock_timeout):
             planned = [plan_one(self.backend, d, self.today) for d in desired]

@@ -9,10 +9,12 @@ every file is reported in one run.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from pathlib import Path as FsPath
 from typing import Any, Literal
@@ -68,6 +70,8 @@ class _Checks:
         self.fields = {key: compile_check(root, sub) for key, sub in fields.items()}
         cr = resolve(root, fields["call_recording"])["properties"]
         self.activation_date = compile_check(root, cr["activation_date"])
+        settings = resolve(root, root["properties"]["recording_settings"])["properties"]
+        self.time_zone = compile_check(root, settings["time_zone"])
 
     @classmethod
     def get(cls) -> _Checks:
@@ -141,6 +145,9 @@ def desired_from_document(doc: Document, today: str) -> DesiredAccount:
         # dict.fromkeys: nothing is reported twice; ValidationFailed sorts by line.
         raise ValidationFailed(list(dict.fromkeys([*doc.refusals, *located])))
     data = doc.data
+    lints = _lints(data, users)
+    warnings = tuple(sorted((replace(d, severity="warning") for d in _locate(doc, lints)),
+                            key=lambda d: (d.line, d.column)))
     safety = data.get("safety") or {}
     return DesiredAccount(
         account=data["account"],
@@ -153,6 +160,7 @@ def desired_from_document(doc: Document, today: str) -> DesiredAccount:
         renamed_from=renames,
         groups=_groups(data.get("recording_groups")),
         time_zone=(data.get("recording_settings") or {}).get("time_zone"),
+        warnings=warnings,
     )
 
 
@@ -215,7 +223,9 @@ def _check(doc: Document, today: str) -> tuple[list[Problem], dict[str, UserReco
         return problems, users, renames
     if type(raw_users) is dict:
         users, renames = _check_users(raw_users, bad_users, problems, today)
+        _group_rules(doc, data.get("recording_groups"), raw_users, renames, problems)
     _account_rules(doc, data, users, bad_users, problems)
+    _settings_rules(data.get("recording_settings"), problems)
     return problems, users, renames
 
 
@@ -424,6 +434,168 @@ def _roles_unknown(doc: Document, data: dict[str, Any]) -> bool:
                for p in (*doc.unread, *doc.partial))
 
 
+# -- recording groups and settings (DESIGN §1-2, wave 2) -------------------------------
+
+_ABSENT = object()
+
+
+def _group_rules(doc: Document, groups: Any, raw_users: dict[str, Any],
+                 renames: dict[str, str], problems: list[Problem]) -> None:
+    """Group managers and members name Call Recording users of this file, and nobody is
+    both manager and member of one group. Located at the list entry.
+
+    One dict lookup per entry, whatever the number of users or groups. Entries that are
+    not valid usernames are the schema's to report; users whose value the loader did not
+    read (an alias) or a `users` mapping that lost entries (a merge key) prove nothing.
+    """
+    if type(groups) is not dict:
+        return
+    unread = doc.unread
+    users_partial = ("users",) in doc.partial
+    hints = _UserHints(raw_users, renames)
+    for group, value in groups.items():
+        if type(value) is not dict:
+            continue
+        manager_at: dict[str, int] = {}
+        for role in ("managers", "members"):
+            entries = value.get(role)
+            if type(entries) is not list:
+                continue
+            for index, name in enumerate(entries):
+                if type(name) is not str:
+                    continue
+                path = ("recording_groups", group, role, index)
+                raw = raw_users.get(name, _ABSENT)
+                if raw is _ABSENT:
+                    if not users_partial and _Checks.get().username([name]):
+                        problems.append(Problem(path, hints.unknown(name)))
+                    continue
+                if role == "managers":
+                    manager_at.setdefault(name, index)
+                elif name in manager_at:
+                    problems.append(Problem(
+                        path, f"{name} is also a manager of {group} (line {{first_line}}); "
+                              "a user is either a manager or a member of a group",
+                        first=("recording_groups", group, "managers", manager_at[name])))
+                if type(raw) is not dict or ("users", name, "call_recording") in unread:
+                    continue  # the user's own problem, reported at the user
+                if raw.get("call_recording") is None:
+                    problems.append(Problem(
+                        path, f"{name} has no Call Recording; only CR users can be in a "
+                              "recording group"))
+
+
+class _UserHints:
+    """'did you mean' for a username a group names but the file does not list.
+
+    difflib over every username costs seconds at 100,000 similar names, so a big file is
+    searched only for the names one edit away (a typo) by set lookups."""
+
+    SCAN_AT_MOST = 2000
+    ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789._-"
+
+    def __init__(self, raw_users: dict[str, Any], renames: dict[str, str]):
+        self.users = raw_users
+        self.renames = renames
+        self._renamed: dict[str, str] | None = None
+
+    def unknown(self, name: str) -> str:
+        if self._renamed is None:
+            self._renamed = {old: new for new, old in self.renames.items()}
+        if name in self._renamed:
+            return (f"{name!r} is not a user of this file: it was renamed to "
+                    f"{self._renamed[name]} (name the new username)")
+        hint = self.close(name)
+        message = f"{name!r} is not a user of this file"
+        return f"{message} (did you mean {hint!r}?)" if hint else message
+
+    def close(self, name: str) -> str | None:
+        if len(self.users) <= self.SCAN_AT_MOST:
+            candidates: Iterable[str] = self.users
+        else:
+            candidates = [c for c in self._one_edit(name) if c in self.users]
+        found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+        return found[0] if found else None
+
+    def _one_edit(self, name: str) -> set[str]:
+        splits = [(name[:i], name[i:]) for i in range(len(name) + 1)]
+        out = {a + b[1:] for a, b in splits if b}
+        out.update(a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1)
+        out.update(a + c + b[1:] for a, b in splits if b for c in self.ALPHABET)
+        out.update(a + c + b for a, b in splits for c in self.ALPHABET)
+        return out
+
+
+@functools.cache
+def time_zones() -> frozenset[str]:
+    """The IANA zones this machine knows (read once per process: it scans the tz
+    database on disk, or the tzdata package)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _settings_rules(settings: Any, problems: list[Problem]) -> None:
+    """recording_settings.time_zone names a real IANA zone, with a close match as hint."""
+    if type(settings) is not dict:
+        return
+    zone = settings.get("time_zone")
+    if type(zone) is not str or not _Checks.get().time_zone([zone]):
+        return  # absent, or the schema's to report
+    known = time_zones()
+    # A machine without any tz database (no /usr/share/zoneinfo, no tzdata package)
+    # cannot tell a real zone from a made-up one: a name of the schema's form is taken.
+    if not known or zone in known:
+        return
+    folded = {z.casefold(): z for z in known}
+    hint = folded.get(zone.casefold())
+    if hint is None:
+        close = difflib.get_close_matches(zone.casefold(), list(folded), n=1, cutoff=0.6)
+        hint = folded[close[0]] if close else None
+    message = f"{zone!r} is not an IANA time zone"
+    problems.append(Problem(("recording_settings", "time_zone"),
+                            f"{message} (did you mean {hint!r}?)" if hint else
+                            f"{message}, such as America/Toronto or Europe/Paris"))
+
+
+def _lints(data: dict[str, Any], users: dict[str, UserRecord]) -> list[Problem]:
+    """Warnings of a valid file (DESIGN §2, §9): what is allowed but likely a mistake.
+
+    - an On-Demand user in no recording group (neither manager nor member): they reach
+      their recordings only as members of a group. Only in a file with a
+      `recording_groups` key: a file without it does not manage groups (those of the
+      portal are kept), so it cannot tell who is in one.
+    - a group manager with access none: a manager hears the members' recordings only
+      with own-group or all access.
+
+    One set of grouped usernames, then one lookup per user and per manager entry.
+    """
+    groups = data.get("recording_groups")
+    if groups is None:
+        return []
+    out: list[Problem] = []
+    grouped: set[str] = set()
+    for group, value in groups.items():
+        managers = (value or {}).get("managers") or []
+        grouped.update(managers)
+        grouped.update((value or {}).get("members") or [])
+        for index, name in enumerate(managers):
+            cr = users[name]["call_recording"]
+            if cr is not None and cr["access"] == "none":
+                out.append(Problem(
+                    ("recording_groups", group, "managers", index),
+                    f"{name} manages {group} but has access none; a manager hears the "
+                    f"members' recordings only with own-group or all access (set "
+                    f"users.{name}.call_recording.access)"))
+    on_demand = "on-demand"
+    for name, user in users.items():
+        cr = user["call_recording"]
+        if cr is not None and cr["product"] == on_demand and name not in grouped:
+            out.append(Problem(
+                ("users", name, "call_recording", "product"),
+                f"{name} is On-Demand but in no recording group; On-Demand users reach "
+                "their recordings only as members of a recording group"))
+    return out
+
+
 # -- explaining schema failures -------------------------------------------------------
 
 TYPE_WORDS = {"string": "a string", "object": "a mapping", "array": "a list",
@@ -444,8 +616,9 @@ def _explain(error: Any) -> list[Problem]:
     schema = error.schema
     value = error.instance
     if "propertyNames" in error.absolute_schema_path:
+        what = "group name" if path == ("recording_groups",) else "username"
         return [Problem(path + (value,),
-                        f"invalid username {value!r}: {schema.get('x-message', kind)}",
+                        f"invalid {what} {value!r}: {schema.get('x-message', kind)}",
                         at_key=True)]
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
