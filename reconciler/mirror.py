@@ -8,9 +8,8 @@ portal. No I/O and no clock here: `today` is passed in.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Container
+from typing import Any
 
 from reconciler.model import CurrentAccount, GroupRecord, Mirror, UserRecord
 from reconciler.plan import MirrorChange
