@@ -21,11 +21,14 @@ from reconciler.backends.base import Backend, new_change
 from reconciler.errors import ActorNotAllowedError, InputError, StalePlanError
 from reconciler.interrupts import deferred_interrupts
 from reconciler.model import (
+    ACCOUNT_FIELDS,
     CR_FIELDS,
     CR_MANAGER_ROLES,
     DETAIL_FIELDS,
+    GROUP_FIELDS,
     CallRecordingRecord,
     CurrentAccount,
+    GroupRecord,
     Mirror,
     Role,
     UserRecord,
@@ -131,9 +134,11 @@ def actor_refusal(plan: Plan, current: CurrentAccount, actor: str) -> str | None
 # through the enum's metaclass (about 0.4 µs), paid several times per action of a plan
 # that adds 100,000 users.
 (_CREATE_ACCOUNT, _UPDATE_ACCOUNT, _REMOVE, _DELETE_USER, _ADD_USER, _UPDATE_USER, _CHANGE,
- _ENABLE, _TERMINATE_ACCOUNT) = (
+ _ENABLE, _DELETE_GROUP, _ADD_GROUP, _UPDATE_GROUP, _TERMINATE_ACCOUNT) = (
     Kind.CREATE_ACCOUNT, Kind.UPDATE_ACCOUNT, Kind.REMOVE, Kind.DELETE_USER, Kind.ADD_USER,
-    Kind.UPDATE_USER, Kind.CHANGE, Kind.ENABLE, Kind.TERMINATE_ACCOUNT)
+    Kind.UPDATE_USER, Kind.CHANGE, Kind.ENABLE, Kind.DELETE_GROUP, Kind.ADD_GROUP,
+    Kind.UPDATE_GROUP, Kind.TERMINATE_ACCOUNT)
+_GROUP_KINDS = frozenset((_DELETE_GROUP, _ADD_GROUP, _UPDATE_GROUP))
 
 def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now: str,
             new_lineage: Callable[[], str] = lambda: str(uuid.uuid4())
@@ -154,6 +159,8 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now:
                 "create it")
     users = dict(current.users)
     lineage, serial, name = current.lineage, current.serial, current.name
+    time_zone = current.time_zone
+    groups: dict[str, GroupRecord] = dict(current.groups)
     next_id = current.next_user_id
     new_ids: dict[str, str] = {}
     by_name = {u["username"]: uid for uid, u in users.items()}
@@ -175,22 +182,38 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now:
         if kind is _CREATE_ACCOUNT:
             if current.exists:
                 _refuse(plan, action, "the account already exists")
-            after = _expect_after(plan, action, ("account", "name"))
+            with_zone = isinstance(action.after, dict) and "time_zone" in action.after
+            after = _expect_after(plan, action, CREATE_ZONE_FIELDS if with_zone
+                                  else CREATE_FIELDS)
             if after["account"] != plan.account or not isinstance(after["name"],
                                                                     str | None):
                 _refuse(plan, action, "its 'after' names another account")
+            if with_zone:
+                _check_zone(plan, action, after["time_zone"])
+                time_zone = after["time_zone"]
             lineage = new_lineage()
             name = after["name"]
         elif kind is _UPDATE_ACCOUNT:
             if not current.exists:
                 _refuse(plan, action, "the account does not exist")
-            if action.before != {"name": name}:
-                _refuse(plan, action, "the account's name differs from the plan's 'before'")
-            after = _expect_after(plan, action, ACCOUNT_FIELDS)
+            have: dict[str, Any] = {"name": name, "time_zone": time_zone}
+            before = action.before
+            if not isinstance(before, dict) or before != (
+                    have if "time_zone" in before or time_zone is not None
+                    else {"name": name}):
+                _refuse(plan, action, "the account's name or time zone differs from the "
+                        "plan's 'before'")
+            after = _expect_after(plan, action, ACCOUNT_FIELDS if "time_zone" in before
+                                  else ("name",))
             if not _valid_name(after["name"]):  # the planner never plans dropping a name
                 _refuse(plan, action, "its 'after' name must be 1-200 characters without "
                         "control characters (as in a desired file)")
+            if "time_zone" in after:
+                _check_zone(plan, action, after["time_zone"])
+                time_zone = after["time_zone"]
             name = after["name"]
+        elif kind in _GROUP_KINDS:
+            _execute_group(plan, action, groups, users, current.users, by_name)
         elif kind is _ADD_USER:
             if uid is not None or action.user in by_name:
                 _refuse(plan, action, "the user already exists")
@@ -244,16 +267,98 @@ def execute(plan: Plan, current: CurrentAccount, today: str, actor: str, *, now:
                       "action": str(kind), "user": action.user, "user_id": uid,
                       "before": action.before, "after": action.after,
                       "plan_checksum": plan_checksum})
+        if action.group is not None:
+            audit[-1]["group"] = action.group
 
     due, activated = activations(plan.account, users, today, actor, stamp)
     users.update(due)
     audit.extend(activated)
     _check_result(plan, users)
+    if groups:
+        _check_groups(plan, groups, users)
     changed = bool(plan.actions) or users != current.users
     if changed:
         serial += 1
     return replace(current, lineage=lineage, serial=serial, name=name, next_user_id=next_id,
-                   users=users), audit
+                   users=users, groups=groups, time_zone=time_zone), audit
+
+
+def _execute_group(plan: Plan, action: Action, groups: dict[str, GroupRecord],
+                   users: Mapping[str, UserRecord], before_users: Mapping[str, UserRecord],
+                   by_name: Mapping[str, str]) -> None:
+    """One group action on `groups` (members as user ids; the plan names them by
+    username). Its 'before' must be the group as the plan's user actions left it: each
+    member by their name now, a deleted member by their last name (as the planner shows
+    them)."""
+    group = action.group
+    if group is None or action.user is not None or action.user_id is not None:
+        _refuse(plan, action, "it must name a group and no user")
+    kind = action.action
+    have = groups.get(group)
+    if kind is _ADD_GROUP:
+        if have is not None:
+            _refuse(plan, action, f"group {group!r} already exists")
+    else:
+        if have is None:
+            _refuse(plan, action, f"no group {group!r} in the current account")
+
+        def name_of(uid: str) -> str:
+            user = users.get(uid) or before_users.get(uid)
+            return user["username"] if user is not None else uid
+
+        shown = {f: sorted(map(name_of, have[f])) for f in GROUP_FIELDS}
+        if action.before != shown:
+            _refuse(plan, action, f"group {group!r} differs from the plan's 'before'")
+    if kind is _DELETE_GROUP:
+        del groups[group]
+        return
+    after = _expect_after(plan, action, GROUP_FIELDS)
+    record: dict[str, list[str]] = {}
+    for f in GROUP_FIELDS:
+        names = after[f]
+        if not isinstance(names, list) or not all(type(n) is str for n in names) \
+                or len(set(names)) != len(names):
+            _refuse(plan, action, f"its 'after' {f} must be a list of distinct usernames")
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            _refuse(plan, action, f"its 'after' {f} names no user of the account: "
+                    + ", ".join(repr(n) for n in unknown[:5]))
+        record[f] = [by_name[n] for n in names]
+    groups[group] = {"managers": record["managers"], "members": record["members"]}
+
+
+def _check_groups(plan: Plan, groups: Mapping[str, GroupRecord],
+                  users: Mapping[str, UserRecord]) -> None:
+    """The groups after the plan name CR users only, none as manager and member of one
+    group (DESIGN §2): a plan that deletes a member or removes their CR without dropping
+    them from the group is refused before anything is written."""
+    problems: list[str] = []
+    for group, record in groups.items():
+        for f in GROUP_FIELDS:
+            for uid in record[f]:
+                user = users.get(uid)
+                if user is None:
+                    problems.append(f"group {group!r} names user id {uid}, which no longer "
+                                    "exists")
+                elif user["call_recording"] is None:
+                    problems.append(f"group {group!r} names {user['username']!r}, who has "
+                                    "no CR")
+        both = set(record["managers"]) & set(record["members"])
+        problems.extend(f"{users[uid]['username']!r} is both manager and member of group "
+                        f"{group!r}" for uid in sorted(both) if uid in users)
+        if len(problems) >= 5:
+            break
+    if problems:
+        raise InputError(f"account {plan.account}: the plan would break the account's rules: "
+                         + "; ".join(problems[:5]))
+
+
+def _check_zone(plan: Plan, action: Action, zone: Any) -> None:
+    from reconciler.validate import time_zones
+
+    known = time_zones()
+    if type(zone) is not str or (known and zone not in known):
+        _refuse(plan, action, f"its 'after' time_zone {zone!r} is not an IANA time zone")
 
 
 def activations(account: str, users: dict[str, UserRecord], today: str, actor: str,
@@ -308,20 +413,24 @@ def _cr_record(after: Mapping[str, Any], today: str) -> CallRecordingRecord:
 
 
 def _refuse(plan: Plan, action: Action, why: str) -> NoReturn:
-    who = "" if action.user is None and action.user_id is None else \
+    who = f" for group {action.group}" if action.group is not None else \
+        "" if action.user is None and action.user_id is None else \
         f" for user {action.user} ({action.user_id or 'new'})"
     raise StalePlanError(f"account {plan.account}: plan action {action.action}{who} does not "
                          f"fit the current state: {why}")
 
 
 ADD_FIELDS = (*DETAIL_FIELDS, "call_recording")
-ACCOUNT_FIELDS = ("name",)  # what update_account changes (issue 13 adds time_zone)
+CREATE_FIELDS = ("account", "name")
+CREATE_ZONE_FIELDS = ("account", "name", "time_zone")
 CR_AFTER_FIELDS = (*CR_FIELDS, "status")
-NO_BEFORE = frozenset((Kind.CREATE_ACCOUNT, Kind.ADD_USER, Kind.ENABLE))
-NO_AFTER = frozenset((Kind.REMOVE, Kind.DELETE_USER, Kind.TERMINATE_ACCOUNT))
+NO_BEFORE = frozenset((Kind.CREATE_ACCOUNT, Kind.ADD_USER, Kind.ENABLE, Kind.ADD_GROUP))
+NO_AFTER = frozenset((Kind.REMOVE, Kind.DELETE_USER, Kind.TERMINATE_ACCOUNT,
+                      Kind.DELETE_GROUP))
 # the fields whose differences an action's `changed` lists
-CHANGED_FIELDS = {Kind.UPDATE_USER: DETAIL_FIELDS, Kind.CHANGE: CR_FIELDS,
-                  Kind.UPDATE_ACCOUNT: ACCOUNT_FIELDS}
+CHANGED_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.UPDATE_USER: DETAIL_FIELDS, Kind.CHANGE: CR_FIELDS,
+    Kind.UPDATE_ACCOUNT: ACCOUNT_FIELDS, Kind.UPDATE_GROUP: GROUP_FIELDS}
 
 
 def _check_sides(plan: Plan, action: Action) -> None:
@@ -549,13 +658,16 @@ class Applier:
         """The MIR mirror `state` implies on this day, or None if `mirror` already is it;
         counts the upserts and deletes into `outcome`."""
         expected = mir.project(state.users, self.today)
-        if expected == mirror.users:
+        groups = mir.project_groups(state.groups, expected.keys())
+        if expected == mirror.users and groups == mirror.groups:
             return None
         if outcome is not None:
             outcome.mirror_upserts = sum(1 for k, v in expected.items()
-                                         if mirror.users.get(k) != v)
-            outcome.mirror_deletes = sum(1 for k in mirror.users if k not in expected)
-        return Mirror(state.account, expected, mirror.recordings)
+                                         if mirror.users.get(k) != v) + sum(
+                1 for k, v in groups.items() if mirror.groups.get(k) != v)
+            outcome.mirror_deletes = sum(1 for k in mirror.users if k not in expected) + sum(
+                1 for k in mirror.groups if k not in groups)
+        return Mirror(state.account, expected, mirror.recordings, groups)
 
     def sync_mirror(self, state: CurrentAccount, mirror: Mirror, outcome: Outcome) -> None:
         """Repair the MIR mirror alone (the portal is already right)."""

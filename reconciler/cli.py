@@ -875,6 +875,14 @@ def history(ctx: Context, account: str, fmt: str) -> None:
 AUDIT_COLUMNS = ("time", "serial", "actor", "operation", "action", "user", "user_id")
 
 
+def _audit_cell(entry: dict[str, Any], column: str) -> Any:
+    """An audit entry's value for a table column: a group action's entry names its group
+    in the user column (`group sales`), as the plan lists it."""
+    if column == "user" and entry.get("user") is None and entry.get("group") is not None:
+        return f"group {entry['group']}"
+    return entry.get(column)
+
+
 @cli.command()
 @global_options
 @click.argument("account")
@@ -913,11 +921,12 @@ def audit(ctx: Context, account: str, user: str | None, since: str | None,
         from reconciler import userlist
 
         click.echo(userlist.csv_text(AUDIT_COLUMNS, [
-            [_cell(e.get(c)) for c in AUDIT_COLUMNS] for e in entries]), nl=False)
+            [_cell(_audit_cell(e, c)) for c in AUDIT_COLUMNS] for e in entries]), nl=False)
         return
     click.echo(state_header(backend), nl=False)
     rows = [tuple(c.upper() for c in AUDIT_COLUMNS)]
-    rows += [tuple(inert_text(_cell(e.get(c))) or "-" for c in AUDIT_COLUMNS) for e in entries]
+    rows += [tuple(inert_text(_cell(_audit_cell(e, c))) or "-" for c in AUDIT_COLUMNS)
+             for e in entries]
     click.echo(_table(rows), nl=False)
     click.echo(f"{counted(len(entries), 'entry')}." if len(entries) == 1
                else f"{len(entries)} entries.", err=True)

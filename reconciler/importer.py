@@ -63,6 +63,8 @@ def to_yaml(account: CurrentAccount) -> str:
              f"account: {account.account}"]
     if account.name:
         lines.append(f"name: {scalar(account.name)}")
+    if account.time_zone:
+        lines += ["recording_settings:", f"  time_zone: {scalar(account.time_zone)}"]
     users = sorted(account.users.values(), key=lambda u: u["username"])
     lines.append("users:" if users else "users: {}")
     for user in users:
@@ -89,4 +91,19 @@ def to_yaml(account: CurrentAccount) -> str:
                 lines.append("      prevent_remove: true")
             if cr["access"] != "none":
                 lines.append(f"      access: {cr['access']}")
+    if account.groups:
+        lines += _groups(account)
     return "\n".join(lines) + "\n"
+
+
+def _groups(account: CurrentAccount) -> list[str]:
+    """`recording_groups`, members by username (the state holds user ids); group names
+    and usernames follow one pattern, so they need no quoting."""
+    name = {uid: u["username"] for uid, u in account.users.items()}
+    lines = ["recording_groups:"]
+    for group, record in sorted(account.groups.items()):
+        lines.append(f"  {group}:")
+        for f in ("managers", "members"):
+            names = sorted(name.get(uid, uid) for uid in record[f])
+            lines.append(f"    {f}: [{', '.join(names)}]")
+    return lines

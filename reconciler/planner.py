@@ -94,7 +94,7 @@ def make_plan(desired: DesiredAccount, current: CurrentAccount, mirror: Mirror,
         buckets[Kind.DELETE_USER].append(Action(
             Kind.DELETE_USER, have["username"], uid, details(have), None))
 
-    if current.groups or desired.groups:
+    if current.groups or desired.groups or mirror.groups:
         _plan_groups(desired, current, seen, buckets)
         group_upserts, group_deletes = mir.group_drift(current, mirror, today)
         upserts.extend(group_upserts)

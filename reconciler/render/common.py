@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler.inert import inert_text
 from reconciler.model import product_name
-from reconciler.plan import Action, Identity, Kind, Plan
+from reconciler.plan import GROUP_SUMMARY_KEYS, Action, Identity, Kind, Plan
 
 VERBS = {
     Kind.CREATE_ACCOUNT: "create account",
@@ -23,12 +23,15 @@ VERBS = {
     Kind.UPDATE_USER: "update user",
     Kind.CHANGE: "change CR",
     Kind.ENABLE: "enable CR",
+    Kind.DELETE_GROUP: "delete group",
+    Kind.ADD_GROUP: "add group",
+    Kind.UPDATE_GROUP: "update group",
     Kind.TERMINATE_ACCOUNT: "terminate account",
 }
 SIGNS = {Kind.CREATE_ACCOUNT: "+", Kind.UPDATE_ACCOUNT: "~", Kind.REMOVE: "-",
          Kind.DELETE_USER: "-", Kind.ADD_USER: "+", Kind.UPDATE_USER: "~", Kind.CHANGE: "~",
-         Kind.ENABLE: "+",
-         Kind.TERMINATE_ACCOUNT: "-"}
+         Kind.ENABLE: "+", Kind.DELETE_GROUP: "-", Kind.ADD_GROUP: "+",
+         Kind.UPDATE_GROUP: "~", Kind.TERMINATE_ACCOUNT: "-"}
 
 
 def counted(n: int, noun: str) -> str:
@@ -52,13 +55,25 @@ def summary_line(plan: Plan, quote: Quote = inert_text) -> str:
     s = plan.summary()
     return (f"Plan: {s['enable']} to enable, {s['change']} to change, {s['remove']} to "
             f"remove; {counted(s['add_user'], 'user')} to add, {s['update_user']} to "
-            f"update, {s['delete_user']} to delete.")
+            f"update, {s['delete_user']} to delete{group_clause(s, 'to ')}.")
+
+
+def group_clause(counts: Mapping[str, int], to: str = "") -> str:
+    """'; 1 group to add, 0 to update, 0 to delete' — only when `counts` has group
+    actions (DESIGN §5), so every plan without groups reads as it always did."""
+    adds, updates, deletes = (counts.get(k, 0) for k in GROUP_SUMMARY_KEYS)
+    if not (adds or updates or deletes):
+        return ""
+    if to:
+        return (f"; {counted(adds, 'group')} to add, {updates} to update, {deletes} to "
+                "delete")
+    return f"; {counted(adds, 'group')} added, {updates} updated, {deletes} deleted"
 
 
 def summed(plans: list[Plan]) -> dict[str, int]:
     """The summary counts of several plans added up (the totals of a plan set)."""
     totals = dict.fromkeys(("enable", "change", "remove", "add_user", "update_user",
-                            "delete_user"), 0)
+                            "delete_user", *GROUP_SUMMARY_KEYS), 0)
     for plan in plans:
         for key, count in plan.summary().items():
             if key in totals:
@@ -79,8 +94,8 @@ def set_summary_line(plans: list[Plan]) -> str:
     ending = f"; {counted(terminating, 'account')} to terminate" if terminating else ""
     return (f"Plan: {totals['enable']} to enable, {totals['change']} to change, "
             f"{totals['remove']} to remove; {counted(totals['add_user'], 'user')} to add, "
-            f"{totals['update_user']} to update, {totals['delete_user']} to delete{ending}; "
-            f"in {counted(len(changed), 'account')}.")
+            f"{totals['update_user']} to update, {totals['delete_user']} to delete"
+            f"{group_clause(totals, 'to ')}{ending}; in {counted(len(changed), 'account')}.")
 
 
 def unchanged_line(plans: list[Plan]) -> str | None:
@@ -111,7 +126,7 @@ def applied_text(counts: dict[str, int]) -> str:
     return (f"{counts.get('enable', 0)} enabled, {counts.get('change', 0)} changed, "
             f"{counts.get('remove', 0)} removed; {counted(counts.get('add_user', 0), 'user')} "
             f"added, {counts.get('update_user', 0)} updated, {counts.get('delete_user', 0)} "
-            "deleted")
+            f"deleted{group_clause(counts)}")
 
 
 def value(v: Any, quote: Quote = inert_text) -> str:
@@ -154,6 +169,23 @@ def changes_text(action: Action, sep: str = "; ", quote: Quote = inert_text,
     return sep.join(parts)
 
 
+def group_changes(action: Action, quote: Quote = inert_text, sep: str = "; ") -> str:
+    """`members: +kli -bob` for each changed list of an update_group."""
+    before, after = action.before or {}, action.after or {}
+    parts = []
+    for name in action.changed:
+        old, new = _names(before.get(name)), _names(after.get(name))
+        moves = [f"+{quote(n)}" for n in sorted(new - old)] + \
+            [f"-{quote(n)}" for n in sorted(old - new)]
+        parts.append(f"{quote(name)}: {' '.join(moves) or '(reordered)'}")
+    return sep.join(parts)
+
+
+def _names(v: Any) -> set[str]:
+    """A group list as a set of strings (an edited plan's odd value as its text)."""
+    return {str(n) for n in v} if isinstance(v, list) else set() if v is None else {str(v)}
+
+
 def _product(v: Any) -> Any:
     """A product's full name; any other value (an edited plan's) as it is."""
     try:
@@ -168,7 +200,9 @@ def describe(action: Action, quote: Quote = inert_text, arrow: str = "->") -> st
     if kind is Kind.CREATE_ACCOUNT:
         after = action.after or {}
         return value(after.get("account"), quote) + (
-            f" ({value(after['name'], quote)})" if after.get("name") else "")
+            f" ({value(after['name'], quote)})" if after.get("name") else "") + (
+            f", time zone {value(after['time_zone'], quote)}" if after.get("time_zone")
+            else "")
     if kind is Kind.TERMINATE_ACCOUNT:
         c = action.before or {}
         return (f"{counted(c.get('users', 0), 'user')}, "
@@ -179,6 +213,12 @@ def describe(action: Action, quote: Quote = inert_text, arrow: str = "->") -> st
         return f"{cr_text(action.before, quote)} (recordings are kept)"
     if kind is Kind.ENABLE:
         return cr_text(action.after, quote)
+    if kind in (Kind.ADD_GROUP, Kind.DELETE_GROUP):
+        g = (action.after if kind is Kind.ADD_GROUP else action.before) or {}
+        return (f"managers {value(g.get('managers'), quote)}, "
+                f"members {value(g.get('members'), quote)}")
+    if kind is Kind.UPDATE_GROUP:
+        return group_changes(action, quote)
     if kind in (Kind.ADD_USER, Kind.DELETE_USER):
         u = (action.after if kind is Kind.ADD_USER else action.before) or {}
         return (f"{quote(str(u.get('first_name')))} {quote(str(u.get('last_name')))}, "

@@ -35,6 +35,9 @@ SECTIONS = (
     (Kind.UPDATE_USER, "Users to update"),
     (Kind.CHANGE, "CR to change"),
     (Kind.ENABLE, "CR to enable"),
+    (Kind.DELETE_GROUP, "Recording groups to delete"),
+    (Kind.ADD_GROUP, "Recording groups to add"),
+    (Kind.UPDATE_GROUP, "Recording groups to update"),
 )
 
 
@@ -68,7 +71,16 @@ def _head(plan: Plan) -> list[str]:
         out.append("| Account to create | 1 |")
     if plan.of_kind(Kind.UPDATE_ACCOUNT):
         out.append("| Account to update | 1 |")
+    out += _group_rows(s)
     out.append("")
+    emptied = [a for a in plan.of_kind(Kind.DELETE_GROUP)
+               if isinstance(a.before, dict) and (a.before.get("members")
+                                                  or a.before.get("managers"))]
+    if emptied:
+        out += ["> [!CAUTION]",
+                f"> **{counted(len(emptied), 'recording group')} with members to delete:** "
+                f"{_names([a.subject for a in emptied])}. Its managers no longer hear its "
+                "members' recordings.", ""]
     for kind, label in ((Kind.REMOVE, "CR removed from"), (Kind.DELETE_USER, "Deleted")):
         actions = plan.of_kind(kind)
         if actions:
@@ -78,9 +90,19 @@ def _head(plan: Plan) -> list[str]:
     return out
 
 
+def _group_rows(counts: dict[str, int]) -> list[str]:
+    """The summary table's group rows: only when there are group actions (as the text
+    footer's group clause)."""
+    if not any(counts.get(k) for k in ("add_group", "update_group", "delete_group")):
+        return []
+    return [f"| Recording groups to add | {counts.get('add_group', 0)} |",
+            f"| Recording groups to update | {counts.get('update_group', 0)} |",
+            f"| Recording groups to delete | {counts.get('delete_group', 0)} |"]
+
+
 def _row(action: Action) -> str:
     """One table row: names in a code span or escaped, so none renders or ends the cell."""
-    who = markdown_code(action.user, in_table=True) if action.user else "(the account)"
+    who = markdown_code(action.subject, in_table=True) if action.subject else "(the account)"
     return f"| {who} | {describe(action, inert_markdown, ARROW)} |"
 
 
@@ -185,7 +207,7 @@ def _accounts(plans: list[Plan], limit: int) -> str:
         drift = [*plan.mir_upsert, *plan.mir_delete]
         if drift:
             text = (f"<details><summary>MIR mirror drift ({len(drift)})</summary>\n\n"
-                    + "".join(f"- {markdown_code(m.username or m.user_id)}: "
+                    + "".join(f"- {markdown_code(m.subject)}: "
                               f"{inert_markdown(m.reason)}\n"
                               for m in drift) + "\n</details>\n")
             if len(text) + 1 <= budget:
@@ -265,7 +287,7 @@ def _totals(plans: list[Plan]) -> str:
            f"| CR to enable | {totals['enable']} |", f"| CR to change | {totals['change']} |",
            f"| CR to remove | {totals['remove']} |", f"| Users to add | {totals['add_user']} |",
            f"| Users to update | {totals['update_user']} |",
-           f"| Users to delete | {totals['delete_user']} |"]
+           f"| Users to delete | {totals['delete_user']} |", *_group_rows(totals)]
     if drift:
         out.append(f"| MIR mirror drift | {drift} |")
     out.append("")

@@ -36,7 +36,7 @@ def render(plan: Plan, *, color: bool = False, footer: list[str] | None = None) 
     header = f"Account {inert_text(plan.account)}"
     header += f" (serial {plan.serial})" if plan.lineage else " (new)"
     lines.append(click.style(header, bold=True) if color else header)
-    users = [inert_text(a.user or "") for a in plan.actions]
+    users = [inert_text(a.subject) for a in plan.actions]
     width = max(map(len, users), default=0)
     for action, user in zip(plan.actions, users, strict=True):
         sign = SIGNS[action.action]
@@ -52,11 +52,10 @@ def render(plan: Plan, *, color: bool = False, footer: list[str] | None = None) 
         lines.append(f"MIR mirror drift ({n} {'entry' if n == 1 else 'entries'}; apply or "
                      "`crctl sync` repairs it):")
         for change in plan.mir_upsert:
-            lines.append(inert_text(f"  ~ upsert {change.username or change.user_id}: "
-                                    f"{change.reason}"))
+            lines.append(inert_text(f"  ~ upsert {change.subject}: {change.reason}"))
         for change in plan.mir_delete:
-            lines.append(inert_text(f"  - delete {change.username or change.user_id} "
-                                    f"({change.user_id}): {change.reason}"))
+            where = f" ({change.user_id})" if change.group is None else ""
+            lines.append(inert_text(f"  - delete {change.subject}{where}: {change.reason}"))
     lines.append("")
     lines.extend(footer or ())
     lines.append(click.style(summary_line(plan), bold=True) if color else summary_line(plan))
