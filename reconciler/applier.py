@@ -34,6 +34,7 @@ from reconciler.model import (
     UserRecord,
     account_roles,
     is_iso_date,
+    managed_locations,
     status_on,
     termination_counts,
 )
@@ -114,18 +115,67 @@ def check_actors(plans: Iterable[tuple[Plan, CurrentAccount]], actor: str | None
 
 
 def actor_refusal(plan: Plan, current: CurrentAccount, actor: str) -> str | None:
-    """Why `actor` may not apply `plan` to `current` (None: they may)."""
+    """Why `actor` may not apply `plan` to `current` (None: they may).
+
+    A Decision Maker or account Phone Manager may apply every action (a termination: a
+    Decision Maker only). A Phone Manager of some locations (DESIGN §1) may apply the
+    actions on users whose location, before and after the plan, is one of theirs; every
+    action they may not apply is listed, so the reviewer sees what to hand to an account
+    manager."""
     roles = frozenset((Role.DECISION_MAKER,)) if plan.terminates else CR_MANAGER_ROLES
     what = "a Decision Maker" if plan.terminates else "a Decision Maker or Phone Manager"
     if current.exists:
-        allowed = current.has_manager(actor, roles)
+        mine = [u["roles"] for u in current.users.values() if u["username"] == actor]
         where = "the current account"
     else:
-        allowed = any(a.user == actor and a.after
-                      and roles.intersection(account_roles(a.after["roles"]))
-                      for a in plan.of_kind(Kind.ADD_USER))
+        mine = [a.after["roles"] for a in plan.of_kind(Kind.ADD_USER)
+                if a.user == actor and isinstance(a.after, dict)]
         where = "the desired file (the account does not exist yet)"
-    return None if allowed else f"actor {actor!r} is not {what} in {where}"
+    held = mine[0] if mine else []
+    if roles.intersection(account_roles(held)):
+        return None
+    places = managed_locations(held) if not plan.terminates else frozenset()
+    if not places:
+        return f"actor {actor!r} is not {what} in {where}"
+    refused = location_refusals(plan, current, places)
+    if not refused:
+        return None
+    shown = "; ".join(refused[:REFUSALS_SHOWN])
+    if len(refused) > REFUSALS_SHOWN:
+        shown += f"; and {len(refused) - REFUSALS_SHOWN} more"
+    return (f"actor {actor!r} is a Phone Manager of {', '.join(sorted(places))} only, and "
+            f"may not apply {counted(len(refused), 'action')} of the plan: {shown}")
+
+
+REFUSALS_SHOWN = 20
+ACCOUNT_LEVEL = frozenset((Kind.CREATE_ACCOUNT, Kind.UPDATE_ACCOUNT, Kind.DELETE_GROUP,
+                           Kind.ADD_GROUP, Kind.UPDATE_GROUP, Kind.TERMINATE_ACCOUNT))
+
+
+def location_refusals(plan: Plan, current: CurrentAccount,
+                      places: frozenset[str]) -> list[str]:
+    """The plan's actions a Phone Manager of `places` may not apply: account-level ones,
+    and those on a user whose location before (in `current`) or after (the plan's
+    add_user / update_user, else unchanged) is not one of `places`."""
+    after_of: dict[str, Any] = {}
+    for a in plan.actions:
+        if a.action in (_ADD_USER, _UPDATE_USER) and isinstance(a.after, dict):
+            after_of[a.user or ""] = a.after.get("location")
+    refused: list[str] = []
+    for a in plan.actions:
+        if a.action in ACCOUNT_LEVEL:
+            refused.append(f"{a.action} {a.subject}".rstrip() + " (account-level)")
+            continue
+        user = current.users.get(a.user_id or "")
+        before = user["location"] if user is not None else None
+        seen = [before] if user is not None else []
+        if a.action is not _DELETE_USER:
+            seen.append(after_of.get(a.user or "", before))
+        outside = [loc for loc in seen if loc not in places]
+        if outside:
+            where = outside[0] if outside[0] is not None else "no location"
+            refused.append(f"{a.action} {a.user} ({where})")
+    return refused
 
 
 # -- the pure part ----------------------------------------------------------------------

@@ -117,9 +117,11 @@ def test_a_state_written_before_access_and_tags_reads_as_none_and_no_tags(
     assert crctl("plan", path, "--detailed-exitcode", state=state).returncode == 0
 
 
-def test_a_location_phone_manager_is_not_yet_a_manager_of_the_account(tmp_path: Path) -> None:
-    """`{phone-manager: [Ottawa]}` loads and is kept, but until the per-action actor check
-    is built such a user applies nothing (exit 6), for a new account and an existing one."""
+def test_a_location_phone_manager_applies_no_account_level_or_other_location_action(
+        tmp_path: Path) -> None:
+    """`{phone-manager: [Ottawa]}` loads and is kept; such a user may not create the
+    account (account-level) nor change a user outside Ottawa (jdoe has no location):
+    exit 6 (tests/test_groups.py checks the per-action rules in full)."""
     state = tmp_path / "state"
     path = write(tmp_path, None)
     scoped = path.read_text().replace(
