@@ -74,6 +74,12 @@ def check_golden(name: str, actual: str) -> None:
 MODIFIED_ACME = """\
 account: acme
 name: Acme Corporation
+recording_settings:
+  time_zone: America/Toronto
+recording_groups:
+  sales:
+    managers: []
+    members: [bob.smith]
 safety:
   max_remove_pct: 30
 users:
@@ -89,6 +95,7 @@ users:
     call_recording:
       product: always-on
       prevent_remove: true
+      access: all
   asmith:
     first_name: Alice
     last_name: Smith
@@ -106,6 +113,8 @@ users:
     extension: "2103"
     profile: Essentials
     location: Toronto
+    roles:
+      - phone-manager: [Toronto]
     call_recording:
       product: always-on
       activation_date: 2026-12-15
@@ -152,7 +161,7 @@ def test_modified_account_plan_applies(applied: Path, tmp_path: Path) -> None:
     assert [(a["action"], a["user"]) for a in doc["actions"]] == [
         ("remove", "asmith"), ("delete_user", "lobby"), ("add_user", "carol"),
         ("update_user", "asmith"), ("update_user", "jdoe"), ("change", "bob.smith"),
-        ("enable", "carol")]
+        ("enable", "carol"), ("update_group", None)]
     apply(path, applied)
     again = crctl("plan", path, "--detailed-exitcode", state=applied)
     assert again.returncode == 0, again.stdout
@@ -191,7 +200,7 @@ def acme_without_jdoe_cr() -> str:
     """examples/acme.yaml with CR removed from jdoe, whose service has prevent_remove."""
     text = ACME.read_text()
     start = text.index("    call_recording:\n      product: always-on")
-    end = text.index("\n", text.index("prevent_remove: true", start)) + 1
+    end = text.index("\n", text.index("access: all", start)) + 1
     text = text[:start] + text[end:]
     assert "always-on" not in text and "prevent_remove" not in text
     return text

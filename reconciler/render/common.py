@@ -134,7 +134,10 @@ def value(v: Any, quote: Quote = inert_text) -> str:
     if v is None:
         return "(none)"
     if isinstance(v, list):
-        return "[" + ", ".join(quote(str(x)) for x in v) + "]"
+        return "[" + ", ".join(value(x, quote) for x in v) + "]"
+    if isinstance(v, dict):  # a scoped role: {phone-manager: [Toronto]}, as YAML writes it
+        return "{" + ", ".join(f"{quote(str(k))}: {value(x, quote)}"
+                               for k, x in v.items()) + "}"
     if isinstance(v, bool):
         return "true" if v else "false"
     return quote(str(v))
