@@ -26,7 +26,7 @@ from reconciler.inert import inert_text
 from reconciler.render.common import counted
 
 if TYPE_CHECKING:
-    from reconciler.model import DesiredAccount
+    from reconciler.model import CurrentAccount, DesiredAccount
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -710,9 +710,13 @@ def force_unlock(ctx: Context, account: str, lock_id: str, force: bool, fmt: str
               show_default=True,
               help="table for terminals; json (keys full_name, phone_number, extension, "
                    "product, username, email, status, access) or csv, for scripts.")
+@click.option("--access-report", is_flag=True,
+              help="Who can hear whose recordings: per CR user, their access and the "
+                   "usernames whose recordings they reach, with why (json: [{username, "
+                   "access, can_hear, via}]). --search and --filter choose the rows.")
 @click.pass_obj
 def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ...],
-          fmt: str) -> None:
+          fmt: str, access_report: bool) -> None:
     """The Call Recording user list: Full Name, Phone Number, Extension, Product.
 
     \b
@@ -720,6 +724,7 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
       crctl users acme
       crctl users acme --search smith --filter product=on-demand
       crctl users acme --format csv > cr-users.csv
+      crctl users acme --access-report
     """
     import shutil
 
@@ -728,6 +733,9 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
     parsed = userlist.parse_filters(filters)
     current = service.read_existing(backend_of(ctx), account)
     selected = userlist.select(userlist.rows(current), search, parsed)
+    if access_report:
+        users_access_report(current, selected if search or parsed else None, fmt)
+        return
     if fmt == "json":
         click.echo(for_stdout(userlist.as_json(selected)), nl=False)
     elif fmt == "csv":
@@ -736,6 +744,26 @@ def users(ctx: Context, account: str, search: str | None, filters: tuple[str, ..
         width = shutil.get_terminal_size((100, 24)).columns
         click.echo(userlist.as_table(selected, width), nl=False)
         click.echo(f"{counted(len(selected), 'CR user')}.", err=True)
+
+
+def users_access_report(current: CurrentAccount, selected: list[dict[str, str]] | None,
+                        fmt: str) -> None:
+    """`users --access-report`: the rows of `selected` (None: every CR user); who they
+    hear is always worked out over the whole account."""
+    from reconciler import accessreport
+    from reconciler.access import access_report
+
+    reaches = access_report(current)
+    if selected is not None:
+        shown = {row["username"] for row in selected}
+        reaches = [r for r in reaches if r.username in shown]
+    if fmt == "json":
+        click.echo(for_stdout(accessreport.as_json(reaches)), nl=False)
+    elif fmt == "csv":
+        click.echo(accessreport.as_csv(reaches), nl=False)
+    else:
+        click.echo(accessreport.as_text(reaches), nl=False)
+        click.echo(f"{counted(len(reaches), 'CR user')}.", err=True)
 
 
 @cli.command("import")
