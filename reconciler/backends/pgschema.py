@@ -2,10 +2,15 @@
 
 Tables a DBA or a BI tool can query (the README documents them):
 
-- `accounts`: one row per account: lineage, serial, name, next_user_id, updated_at.
+- `accounts`: one row per account: lineage, serial, name, next_user_id, updated_at,
+  `settings` (JSON: the recording groups, members as user ids, and the time zone) and
+  `mir_groups` (JSON: the MIR mirror's recording groups).
 - `versions`: one row per version of an account (serial, lineage, name, when, who, which
   command, action counts, run_id): `crctl history`, and how a lost commit
-  acknowledgement is resolved (run_id is unique).
+  acknowledgement is resolved (run_id is unique). `settings`: the account's settings
+  from that version on, NULL where unchanged since the previous version (a version's
+  settings are those of the latest non-NULL row at or below its serial; none: the
+  empty settings of a version-1 schema).
 - `user_versions`: one row per version *of a user*: `record` (the user as JSON) is valid
   for serials `serial_from <= s < serial_to` (`serial_to` NULL: current). An apply writes
   rows only for the users it changes; any version of the account is reconstructable.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 DDL_V1 = """\
@@ -132,7 +137,16 @@ CREATE OR REPLACE VIEW {s}.cr_users AS
     FROM {s}.users WHERE cr_product IS NOT NULL;
 """
 
-MIGRATIONS = {1: DDL_V1}
+# Version 2: recording groups and the time zone (DESIGN §2 recording_groups,
+# recording_settings) on accounts and their versions, and the MIR mirror's groups.
+# Idempotent (IF NOT EXISTS): a migration re-run after any failure finds its work done.
+DDL_V2 = """\
+ALTER TABLE {s}.accounts ADD COLUMN IF NOT EXISTS settings jsonb NOT NULL DEFAULT '{{}}';
+ALTER TABLE {s}.accounts ADD COLUMN IF NOT EXISTS mir_groups jsonb NOT NULL DEFAULT '{{}}';
+ALTER TABLE {s}.versions ADD COLUMN IF NOT EXISTS settings jsonb;
+"""
+
+MIGRATIONS = {1: DDL_V1, 2: DDL_V2}
 
 TABLES = ("accounts", "versions", "user_versions", "mir_users", "recordings", "audit",
           "tombstones", "locks", "schema_version")

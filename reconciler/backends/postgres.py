@@ -41,9 +41,9 @@ from reconciler.backends.base import (
     check_account_id,
     stamp_audit,
 )
-from reconciler.backends.statefile import decode_account, decode_mirror
+from reconciler.backends.statefile import decode_account, decode_mirror, shown
 from reconciler.errors import InputError, LockedError, StalePlanError, StateError
-from reconciler.model import CurrentAccount, Mirror
+from reconciler.model import GROUP_FIELDS, CurrentAccount, Mirror
 from reconciler.runtime import new_id
 
 try:
@@ -91,10 +91,13 @@ class PostgresBackend(Backend):
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready: bool | None = None  # schema present (None: not checked yet)
-        # what this handle last read of each account: (lineage, serial, users) and
-        # (mirror_serial, mirror users, recording ids): the writes' diff base
-        self._seen: dict[str, tuple[str | None, int, dict[str, Any]]] = {}
-        self._seen_mirror: dict[str, tuple[int, dict[str, Any], set[str]]] = {}
+        self._version = 0  # the schema's version, once _ready
+        # what this handle last read of each account: (lineage, serial, users, settings)
+        # and (mirror_serial, mirror users, recording ids, mirror groups): the writes'
+        # diff base
+        self._seen: dict[str, tuple[str | None, int, dict[str, Any], dict[str, Any]]] = {}
+        self._seen_mirror: dict[str, tuple[int, dict[str, Any], set[str],
+                                           dict[str, Any]]] = {}
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -200,6 +203,7 @@ class PostgresBackend(Backend):
                 conn.rollback()
         self._check_version(version)
         self._ready = version is not None
+        self._version = version or 0
         return self._ready
 
     def _check_version(self, version: int | None) -> None:
@@ -229,14 +233,22 @@ class PostgresBackend(Backend):
                 for step in sorted(pgschema.MIGRATIONS):
                     if step > version:
                         conn.execute(pgschema.MIGRATIONS[step].format(s=self.s))
-                        conn.execute(f"INSERT INTO {self.s}.schema_version (version) "
-                                     "VALUES (%s)", (step,))
-            self._ready = True
+                if version < pgschema.SCHEMA_VERSION:  # one row per migration run
+                    conn.execute(f"INSERT INTO {self.s}.schema_version (version) "
+                                 "VALUES (%s)", (pgschema.SCHEMA_VERSION,))
+            self._ready, self._version = True, pgschema.SCHEMA_VERSION
         return pgschema.SCHEMA_VERSION
 
     def _ensure(self) -> None:
-        if not self._schema_present():
+        """Before a write: the schema exists at this crctl's version (an older one is
+        migrated; reads work on it as it is, so a reading role needs no migration)."""
+        if not self._schema_present() or self._version < pgschema.SCHEMA_VERSION:
             self.migrate()
+
+    def _column(self, name: str, since: int) -> str:
+        """A column added by schema version `since`, as text, or NULL while the schema
+        is older (a reader on a database not migrated yet reads it as absent)."""
+        return f"{name}::text" if self._version >= since else "NULL::text"
 
     # -- reading -------------------------------------------------------------------------
     def read_account(self, account: str, serial: int | None = None) -> CurrentAccount:
@@ -250,23 +262,30 @@ class PostgresBackend(Backend):
             conn = self._db()
             try:
                 head = conn.execute(
-                    f"SELECT lineage, serial, name, next_user_id FROM {self.s}.accounts "
+                    f"SELECT lineage, serial, name, next_user_id, "
+                    f"{self._column('settings', 2)} FROM {self.s}.accounts "
                     "WHERE account = %s", (account,)).fetchone()
                 if head is None:
                     if serial not in (None, 0):
                         raise StateError(f"account {account} does not exist in "
                                          f"{self.location}")
-                    self._seen[account] = (None, 0, {})
+                    self._seen[account] = (None, 0, {}, _settings_doc({}, None))
                     return CurrentAccount(account=account)
                 if serial is None or serial == head[1]:
                     users = _object(conn, f"SELECT user_id, record::text FROM {self.s}."
                                     "user_versions WHERE account = %s AND serial_to IS NULL",
                                     (account,))
-                    lineage, number, name, next_id = head
+                    lineage, number, name, next_id, settings = head
                 else:
+                    # the version's settings: the latest written at or below its serial
+                    older = (f"(SELECT o.settings::text FROM {self.s}.versions o WHERE "
+                             "o.account = v.account AND o.serial <= v.serial AND o.settings "
+                             "IS NOT NULL ORDER BY o.serial DESC LIMIT 1)"
+                             if self._version >= 2 else "NULL::text")
                     version = conn.execute(
-                        f"SELECT lineage, serial, name, next_user_id FROM {self.s}.versions "
-                        "WHERE account = %s AND serial = %s", (account, serial)).fetchone()
+                        f"SELECT lineage, serial, name, next_user_id, {older} FROM "
+                        f"{self.s}.versions v WHERE account = %s AND serial = %s",
+                        (account, serial)).fetchone()
                     if version is None:
                         raise StateError(f"account {account}: no version with serial "
                                          f"{serial} (see `crctl history {account}`)")
@@ -274,14 +293,17 @@ class PostgresBackend(Backend):
                         conn, f"SELECT user_id, record::text FROM {self.s}.user_versions "
                         "WHERE account = %s AND serial_from <= %s AND (serial_to IS NULL OR "
                         "serial_to > %s)", (account, serial, serial))
-                    lineage, number, name, next_id = version
+                    lineage, number, name, next_id, settings = version
             finally:
                 conn.rollback()
+        groups, time_zone = _decode_settings(where, settings)
         state = decode_account(where, account, {
             "account": account, "lineage": lineage, "serial": number, "name": name,
-            "next_user_id": next_id, "users": users})
+            "next_user_id": next_id, "users": users, "recording_groups": groups,
+            "recording_settings": {"time_zone": time_zone}})
         if serial is None or serial == head[1]:
-            self._seen[account] = (state.lineage, state.serial, state.users)
+            self._seen[account] = (state.lineage, state.serial, state.users,
+                                   _settings_doc(state.groups, state.time_zone))
         return state
 
     def read_mirror(self, account: str) -> Mirror:
@@ -291,20 +313,24 @@ class PostgresBackend(Backend):
         with self._errors("reading the MIR mirror"):
             conn = self._db()
             try:
-                head = conn.execute(f"SELECT mirror_serial FROM {self.s}.accounts WHERE "
-                                    "account = %s", (account,)).fetchone()
+                head = conn.execute(f"SELECT mirror_serial, {self._column('mir_groups', 2)} "
+                                    f"FROM {self.s}.accounts WHERE account = %s",
+                                    (account,)).fetchone()
                 users = _object(conn, f"SELECT user_id, entry::text FROM {self.s}.mir_users "
                                 "WHERE account = %s", (account,))
                 recordings = _array(conn, f"SELECT data::text FROM {self.s}.recordings WHERE "
                                     "account = %s ORDER BY id", (account,))
             finally:
                 conn.rollback()
-        mirror = decode_mirror(f"{self.location} MIR mirror of {account}", account, {
-            "account": account, "users": users, "recordings": recordings})
+        where = f"{self.location} MIR mirror of {account}"
+        mirror = decode_mirror(where, account, {
+            "account": account, "users": users, "recordings": recordings,
+            "groups": _decode_groups(where, json.loads(head[1]) if head and head[1]
+                                     else None)})
         if head is not None:
             self._seen_mirror[account] = (head[0], mirror.users,
                                           {str(r.get("id")) for r in mirror.recordings
-                                           if isinstance(r, dict)})
+                                           if isinstance(r, dict)}, mirror.groups)
         return mirror
 
     def history(self, account: str) -> list[Version]:
@@ -400,14 +426,14 @@ class PostgresBackend(Backend):
                 if exists:
                     raise StateError(f"account {account} already exists in {self.location}")
                 previous: tuple[str | None, int] = (None, 0)
-                self._seen[account] = (None, 0, {})
+                self._seen[account] = (None, 0, {}, _settings_doc({}, None))
                 for state, change in versions:
                     self._write(conn, state, previous[0], previous[1], [], None, change)
-                    self._seen[account] = (state.lineage, state.serial, state.users)
+                    self._remember(state)
                     previous = (state.lineage, state.serial)
                 if audit:
                     self._copy_audit(conn, account, audit)
-                self._write_mirror_rows(conn, mirror, ({}, set()))
+                self._write_mirror_rows(conn, mirror, ({}, set(), {}))
                 conn.execute(f"UPDATE {self.s}.accounts SET mirror_serial = 1 WHERE "
                              "account = %s", (account,))
         self._seen_mirror.pop(account, None)
@@ -434,9 +460,14 @@ class PostgresBackend(Backend):
         self._after_write(state, mirror)
 
     def _after_write(self, state: CurrentAccount, mirror: Mirror | None) -> None:
-        self._seen[state.account] = (state.lineage, state.serial, state.users)
+        self._remember(state)
         if mirror is not None:
             self._seen_mirror.pop(state.account, None)
+
+    def _remember(self, state: CurrentAccount) -> None:
+        """`state` is what the store now holds: the next write's diff base."""
+        self._seen[state.account] = (state.lineage, state.serial, state.users,
+                                     _settings_doc(state.groups, state.time_zone))
 
     def _committed(self, run_id: str) -> bool:
         """Whether a write of this run is in the state (asked on a fresh connection)."""
@@ -456,11 +487,17 @@ class PostgresBackend(Backend):
         have = (head[0], head[1]) if head else (None, 0)
         if have != (expected_lineage, expected_serial):
             raise _stale(account, expected_lineage, expected_serial, have)
+        # the settings, encoded once, when they differ from the stored ones (None: kept)
+        doc = _settings_doc(state.groups, state.time_zone)
+        settings = None if head is not None and self._settings_at(
+            conn, account, have) == doc else _encode(doc)
         if head is None:
             created = conn.execute(
-                f"INSERT INTO {s}.accounts (account, lineage, serial, name, next_user_id) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account) DO NOTHING",
-                (account, state.lineage, state.serial, state.name, state.next_user_id))
+                f"INSERT INTO {s}.accounts (account, lineage, serial, name, next_user_id, "
+                "settings) VALUES (%s, %s, %s, %s, %s, %s::jsonb) "
+                "ON CONFLICT (account) DO NOTHING",
+                (account, state.lineage, state.serial, state.name, state.next_user_id,
+                 settings))
             if created.rowcount != 1:  # created by another run since this one looked
                 raise _stale(account, expected_lineage, expected_serial, ("(new)", 0))
             mirror_serial = 0
@@ -488,16 +525,16 @@ class PostgresBackend(Backend):
             self._write_mirror_rows(conn, mirror, self._mirror_at(conn, account,
                                                                    head[2] if head else 0))
         conn.execute(f"UPDATE {s}.accounts SET lineage = %s, serial = %s, name = %s, "
-                     "next_user_id = %s, mirror_serial = %s, updated_at = now() "
-                     "WHERE account = %s",
+                     "next_user_id = %s, mirror_serial = %s, updated_at = now(), "
+                     "settings = coalesce(%s::jsonb, settings) WHERE account = %s",
                      (state.lineage, state.serial, state.name, state.next_user_id,
-                      mirror_serial, account))
+                      mirror_serial, settings, account))
         conn.execute(f"INSERT INTO {s}.versions (account, serial, lineage, name, next_user_id, "
-                     "run_id, time, actor, operation, counts) VALUES "
-                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                     "run_id, time, actor, operation, counts, settings) VALUES "
+                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
                      (account, state.serial, state.lineage, state.name, state.next_user_id,
                       change.run_id, change.time, change.actor, change.operation,
-                      _encode(counts)))
+                      _encode(counts), settings))
         if entries:
             self._copy_audit(conn, account, entries)
 
@@ -524,23 +561,42 @@ class PostgresBackend(Backend):
         return _object(conn, f"SELECT user_id, record::text FROM {self.s}.user_versions "
                        "WHERE account = %s AND serial_to IS NULL", (account,))
 
+    def _settings_at(self, conn: Any, account: str, have: tuple[str | None, int]
+                     ) -> dict[str, Any]:
+        """The stored settings (as `_settings_doc` builds them), as `_users_at`."""
+        seen = self._seen.get(account)
+        if seen is not None and (seen[0], seen[1]) == have:
+            return seen[3]
+        row = conn.execute(f"SELECT settings::text FROM {self.s}.accounts WHERE account = %s",
+                           (account,)).fetchone()
+        return _settings_doc(*_decode_settings(f"{self.location} account {account}",
+                                               row[0] if row else None))
+
     def _mirror_at(self, conn: Any, account: str, mirror_serial: int
-                   ) -> tuple[dict[str, Any], set[str]]:
+                   ) -> tuple[dict[str, Any], set[str], dict[str, Any]]:
         seen = self._seen_mirror.get(account)
         if seen is not None and seen[0] == mirror_serial:
-            return seen[1], seen[2]
+            return seen[1], seen[2], seen[3]
         users = _object(conn, f"SELECT user_id, entry::text FROM {self.s}.mir_users WHERE "
                         "account = %s", (account,))
         ids = conn.execute(f"SELECT id FROM {self.s}.recordings WHERE account = %s",
                            (account,)).fetchall()
-        return users, {r[0] for r in ids}
+        row = conn.execute(f"SELECT mir_groups::text FROM {self.s}.accounts WHERE "
+                           "account = %s", (account,)).fetchone()
+        groups = _decode_groups(f"{self.location} MIR mirror of {account}",
+                                json.loads(row[0]) if row and row[0] else None)
+        return users, {r[0] for r in ids}, groups
 
     def _write_mirror_rows(self, conn: Any, mirror: Mirror,
-                           stored: tuple[dict[str, Any], set[str]]) -> None:
+                           stored: tuple[dict[str, Any], set[str], dict[str, Any]]) -> None:
         """Rows in proportion to the change. Recordings are made by phones, never deleted
-        by a write: only recordings the stored mirror lacks are added (a migration)."""
+        by a write: only recordings the stored mirror lacks are added (a migration). The
+        groups are one value of the account's row, written when they changed."""
         account, s = mirror.account, self.s
-        old, recording_ids = stored
+        old, recording_ids, old_groups = stored
+        if mirror.groups != old_groups:
+            conn.execute(f"UPDATE {s}.accounts SET mir_groups = %s::jsonb WHERE account = %s",
+                         (_encode(mirror.groups), account))
         changed = [uid for uid, entry in mirror.users.items() if old.get(uid) != entry]
         gone = [uid for uid in old if uid not in mirror.users]
         if changed or gone:
@@ -772,6 +828,39 @@ def _object(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
 
 def _jsonb_order(row: tuple[str, str]) -> tuple[int, str]:
     return len(row[0]), row[0]
+
+
+def _settings_doc(groups: dict[str, Any], time_zone: str | None) -> dict[str, Any]:
+    """What `accounts.settings` and `versions.settings` hold (the local account file's
+    `recording_groups` and `recording_settings.time_zone`)."""
+    return {"recording_groups": groups, "time_zone": time_zone}
+
+
+def _decode_settings(where: str, text: str | None) -> tuple[dict[str, Any], str | None]:
+    """Stored settings as (groups, time_zone); NULL or {} (a version-1 schema, or a row
+    migrated from one) is no groups and no time zone."""
+    settings = json.loads(text) if text is not None else {}
+    if not isinstance(settings, dict):
+        raise StateError(f"{where}: corrupt settings: expected a JSON object, got "
+                         f"{shown(settings)}")
+    time_zone = settings.get("time_zone")
+    if type(time_zone) not in (str, type(None)):
+        raise StateError(f"{where}: corrupt settings: time_zone must be a string or null, "
+                         f"got {shown(time_zone)}")
+    return _decode_groups(where, settings.get("recording_groups")), time_zone
+
+
+def _decode_groups(where: str, groups: Any) -> dict[str, Any]:
+    """Recording groups as stored (decoded JSON): {name: {managers, members}}; NULL is
+    none."""
+    if groups is None:
+        return {}
+    if not (isinstance(groups, dict) and all(
+            isinstance(g, dict) and all(isinstance(g.get(f), list) for f in GROUP_FIELDS)
+            for g in groups.values())):
+        raise StateError(f"{where}: corrupt recording groups: expected an object of "
+                         "groups, each with managers and members lists")
+    return groups
 
 
 def _array(conn: Any, query: str, args: tuple[Any, ...]) -> list[Any]:

@@ -20,7 +20,7 @@ import pytest
 from reconciler.backends import Backend
 from reconciler.backends.base import AuditFilter, LockInfo, new_change
 from reconciler.errors import CrctlError, InputError, LockedError, StalePlanError, StateError
-from reconciler.model import CurrentAccount, Mirror
+from reconciler.model import CurrentAccount, GroupRecord, Mirror
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -189,6 +189,83 @@ def test_history_lists_versions(backend: Backend) -> None:
         assert backend.read_account("acme", serial=serial).serial == serial
     with pytest.raises(StateError):
         backend.read_account("acme", serial=99)
+
+
+GROUPS: dict[str, GroupRecord] = {
+    "sales": {"managers": ["u1"], "members": ["u2", "u3"]},
+    "support": {"managers": ["u2"], "members": ["u1"]}}
+
+
+def with_groups(state: CurrentAccount) -> CurrentAccount:
+    return replace(state, users={**state.users, "u3": user("mli", "2103")}, next_user_id=4,
+                   groups=GROUPS, time_zone="America/Toronto")
+
+
+def test_groups_and_time_zone_round_trip(backend: Backend, other: Backend) -> None:
+    state = create(backend, with_groups(account_v1()))
+    got = other.read_account("acme")
+    assert (got.groups, got.time_zone) == (GROUPS, "America/Toronto")
+    assert got.users == state.users
+    # a write that changes only the users keeps them; one that changes them replaces them
+    moved = replace(state, serial=2, users={**state.users, "u2": user("kli", "2199")})
+    backend.write_account(moved, "lin-1", 1, [], None, new_change("jdoe", "apply"))
+    got = other.read_account("acme")
+    assert (got.groups, got.time_zone, got.users["u2"]["extension"]) == \
+        (GROUPS, "America/Toronto", "2199")
+    emptied = replace(moved, serial=3, groups={}, time_zone=None)
+    other.write_account(emptied, "lin-1", 2, [], None, new_change("kli", "apply"))
+    got = backend.read_account("acme")
+    assert (got.groups, got.time_zone, got.users) == ({}, None, moved.users)
+
+
+def test_an_older_serial_reads_back_its_own_groups_and_time_zone(backend: Backend) -> None:
+    state = create(backend, with_groups(account_v1()))
+    two = replace(state, serial=2, groups={"sales": GROUPS["sales"]}, time_zone="Europe/Paris")
+    backend.write_account(two, "lin-1", 1, [], None, new_change("jdoe", "apply"))
+    three = replace(two, serial=3, name="Renamed")  # settings unchanged since serial 2
+    backend.write_account(three, "lin-1", 2, [], None, new_change("jdoe", "apply"))
+    readable = {v.serial for v in backend.history("acme") if v.readable}
+    expected = {1: (GROUPS, "America/Toronto"), 2: ({"sales": GROUPS["sales"]}, "Europe/Paris"),
+                3: ({"sales": GROUPS["sales"]}, "Europe/Paris")}
+    assert 3 in readable and 2 in readable  # the current version and the one before
+    for serial in sorted(readable):
+        old = backend.read_account("acme", serial=serial)
+        assert (old.serial, old.groups, old.time_zone) == (serial, *expected[serial])
+
+
+def test_mirror_groups_round_trip(backend: Backend, other: Backend) -> None:
+    state = with_groups(account_v1())
+    backend.read_account("acme")
+    backend.write_account(state, None, 0, [], replace(mirror_of(state, 1), groups=GROUPS),
+                          new_change("jdoe", "apply"))
+    mirror = other.read_mirror("acme")
+    assert mirror.groups == GROUPS and set(mirror.users) == {"u1", "u3"}
+    fewer = {"sales": {"managers": ["u1"], "members": ["u3"]}}
+    other.write_mirror(replace(mirror, groups=fewer))
+    assert backend.read_mirror("acme").groups == fewer
+    # a write without a mirror leaves the groups; an account write with one replaces them
+    backend.write_account(replace(state, serial=2), "lin-1", 1, [], None,
+                          new_change("jdoe", "apply"))
+    assert other.read_mirror("acme").groups == fewer
+    backend.write_account(replace(state, serial=3), "lin-1", 2, [],
+                          replace(mirror, groups={}), new_change("jdoe", "apply"))
+    again = other.read_mirror("acme")
+    assert (again.groups, len(again.recordings)) == ({}, 1)
+
+
+def test_restore_keeps_groups_time_zone_and_mirror_groups(backend: Backend) -> None:
+    """What migrate-state writes: every version with its own settings, the mirror's groups."""
+    first = with_groups(account_v1())
+    second = replace(first, serial=2, groups={}, time_zone="Europe/Paris")
+    backend.restore("acme", [(first, new_change("jdoe", "apply")),
+                             (second, new_change("kli", "apply"))], [],
+                    replace(mirror_of(second), groups=GROUPS))
+    got = backend.read_account("acme")
+    assert (got.serial, got.groups, got.time_zone) == (2, {}, "Europe/Paris")
+    assert backend.read_mirror("acme").groups == GROUPS
+    if any(v.readable and v.serial == 1 for v in backend.history("acme")):
+        old = backend.read_account("acme", serial=1)
+        assert (old.groups, old.time_zone) == (GROUPS, "America/Toronto")
 
 
 def test_accounts_sorted(backend: Backend) -> None:
