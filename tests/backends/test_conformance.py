@@ -439,3 +439,124 @@ def test_errors_are_crctl_errors(backend: Backend) -> None:
         backend.force_unlock("acme", "x")
     with pytest.raises(CrctlError):
         backend.read_account("acme", serial=5)
+
+
+# -- the PostgreSQL schema's versions ------------------------------------------------------
+
+def _version_1_database(url: str) -> None:
+    """A database as crctl with schema version 1 left it: its DDL, and an account of two
+    versions (kli's extension changed at serial 2) with a MIR mirror and a recording."""
+    import json
+
+    import psycopg
+
+    from reconciler.backends import pgschema
+
+    v1, v2 = account_v1(), replace(account_v1(), serial=2, name="Acme 2",
+                                   users={**account_v1().users, "u2": user("kli", "2199",
+                                                                           cr=None)})
+    mirror = mirror_of(v1, recordings=1)
+    with psycopg.connect(url, autocommit=False) as conn:
+        conn.execute(pgschema.DDL_V1.format(s='"crctl"'))
+        conn.execute("INSERT INTO crctl.schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO crctl.accounts (account, lineage, serial, name, next_user_id, "
+                     "mirror_serial) VALUES ('acme', 'lin-1', 2, 'Acme 2', 3, 1)")
+        for state in (v1, v2):
+            conn.execute("INSERT INTO crctl.versions (account, serial, lineage, name, "
+                         "next_user_id, run_id, time, actor, operation, counts) VALUES "
+                         "('acme', %s, 'lin-1', %s, 3, %s, '2026-11-20T10:00:00Z', 'jdoe', "
+                         "'apply', '{}')", (state.serial, state.name, f"run-{state.serial}"))
+        for uid, serial_from, serial_to, record in (
+                ("u1", 1, None, v1.users["u1"]), ("u2", 1, 2, v1.users["u2"]),
+                ("u2", 2, None, v2.users["u2"])):
+            conn.execute("INSERT INTO crctl.user_versions (account, user_id, serial_from, "
+                         "serial_to, record) VALUES ('acme', %s, %s, %s, %s::jsonb)",
+                         (uid, serial_from, serial_to, json.dumps(record)))
+        for uid, entry_ in mirror.users.items():
+            conn.execute("INSERT INTO crctl.mir_users (account, user_id, entry) VALUES "
+                         "('acme', %s, %s::jsonb)", (uid, json.dumps(entry_)))
+        conn.execute("INSERT INTO crctl.recordings (account, id, user_id, data) VALUES "
+                     "('acme', 'r0', 'u1', %s::jsonb)", (json.dumps(mirror.recordings[0]),))
+
+
+def test_a_version_1_schema_is_migrated_to_2_keeping_its_data(
+        pg_server: Any, pg_database: Callable[[], str]) -> None:
+    from reconciler.backends import open_backend, pgschema
+
+    url = pg_database()
+    database = url.split("/")[3].split("?")[0]
+    _version_1_database(url)
+
+    def versions() -> list[str]:
+        return pg_server.psql("SELECT version FROM crctl.schema_version ORDER BY version",
+                              database).split()
+
+    def readback(handle: Backend) -> None:
+        for serial, name, ext in ((1, "Acme Corp", "2102"), (2, "Acme 2", "2199")):
+            old = handle.read_account("acme", serial=serial)
+            assert (old.lineage, old.serial, old.name, old.next_user_id) == \
+                ("lin-1", serial, name, 3)
+            assert (old.users["u2"]["extension"], old.groups, old.time_zone) == (ext, {}, None)
+        mirror = handle.read_mirror("acme")
+        assert set(mirror.users) == {"u1"}
+        assert [r["id"] for r in mirror.recordings] == ["r0"]
+
+    sales: dict[str, GroupRecord] = {"sales": {"managers": ["u1"], "members": ["u2"]}}
+    reader = open_backend(url)  # reading does not migrate (a reading role cannot)
+    try:
+        readback(reader)
+        current = reader.read_account("acme")
+        assert (current.serial, current.groups, current.time_zone) == (2, {}, None)
+        assert reader.read_mirror("acme").groups == {}
+        assert versions() == ["1"]
+    finally:
+        reader.close()
+    writer = open_backend(url)
+    try:
+        current = writer.read_account("acme")
+        writer.write_account(replace(current, serial=3, groups=sales,
+                                     time_zone="America/Toronto"),
+                             "lin-1", 2, [entry("add_group", "")],
+                             replace(writer.read_mirror("acme"), groups=sales),
+                             new_change("jdoe", "apply"))
+        assert versions() == ["1", "2"]  # migrated by the first write, in one step
+        readback(writer)  # the old versions keep their data (and have no groups)
+        now = writer.read_account("acme")
+        assert (now.serial, now.groups, now.time_zone) == (3, sales, "America/Toronto")
+        assert now.users == current.users
+        assert writer.read_mirror("acme").groups == sales
+        writer.init()  # idempotent: nothing more to do, no new version row
+        writer.migrate()
+        assert versions() == ["1", "2"]
+    finally:
+        writer.close()
+    # the migration itself may run again (IF NOT EXISTS), and a newer schema is refused
+    pg_server.psql(pgschema.DDL_V2.format(s='"crctl"'), database)
+    pg_server.psql(f"INSERT INTO crctl.schema_version (version) VALUES "
+                   f"({pgschema.SCHEMA_VERSION + 1})", database)
+    newer = open_backend(url)
+    try:
+        with pytest.raises(StateError) as refused:
+            newer.read_account("acme")
+        assert f"version {pgschema.SCHEMA_VERSION + 1}" in str(refused.value)
+        assert f"({pgschema.SCHEMA_VERSION})" in str(refused.value)
+    finally:
+        newer.close()
+
+
+def test_a_fresh_schema_is_created_at_the_current_version(
+        pg_server: Any, pg_database: Callable[[], str]) -> None:
+    from reconciler.backends import open_backend, pgschema
+
+    url = pg_database()
+    handle = open_backend(url)
+    try:
+        create(handle, with_groups(account_v1()))
+    finally:
+        handle.close()
+    database = url.split("/")[3].split("?")[0]
+    assert pg_server.psql("SELECT version FROM crctl.schema_version",
+                          database).split() == [str(pgschema.SCHEMA_VERSION)]
+    stored = pg_server.psql("SELECT settings->'time_zone', jsonb_typeof(mir_groups) FROM "
+                            "crctl.accounts", database).strip()
+    assert stored == '"America/Toronto"|object'
