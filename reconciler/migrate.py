@@ -92,9 +92,13 @@ def _verify(source: Backend, target: Backend, account: str, current: CurrentAcco
         problems.append("lineage, serial, name or next_user_id")
     if copied.users != current.users:
         problems.append("users")
+    if (copied.groups, copied.time_zone) != (current.groups, current.time_zone):
+        problems.append("recording groups or time zone")
     mine, theirs = source.read_mirror(account), target.read_mirror(account)
     if mine.users != theirs.users:
         problems.append("MIR mirror users")
+    if mine.groups != theirs.groups:
+        problems.append("MIR mirror groups")
     if sorted(str(r.get("id")) for r in mine.recordings) != \
             sorted(str(r.get("id")) for r in theirs.recordings):
         problems.append("recordings")

@@ -560,3 +560,31 @@ def test_a_fresh_schema_is_created_at_the_current_version(
     stored = pg_server.psql("SELECT settings->'time_zone', jsonb_typeof(mir_groups) FROM "
                             "crctl.accounts", database).strip()
     assert stored == '"America/Toronto"|object'
+
+
+def test_migrate_state_carries_groups_and_time_zone_both_ways(
+        pg_database: Callable[[], str], tmp_path: Any) -> None:
+    """local -> PostgreSQL -> local: every version's groups and time zone, the mirror's
+    groups (migrate-state verifies them too)."""
+    from reconciler.backends import open_backend
+    from reconciler.migrate import migrate
+
+    local, url, back = str(tmp_path / "local"), pg_database(), str(tmp_path / "back")
+    source = open_backend(local)
+    state = create(source, with_groups(account_v1()))
+    two = replace(state, serial=2, groups={"sales": GROUPS["sales"]}, time_zone="Europe/Paris")
+    source.write_account(two, "lin-1", 1, [], replace(mirror_of(two), groups=GROUPS),
+                         new_change("jdoe", "apply"))
+    handles = [source, open_backend(url), open_backend(back)]
+    try:
+        for src, dst in zip(handles, handles[1:], strict=False):
+            migrate(src, dst, "jdoe", 5.0)
+            got = dst.read_account("acme")
+            assert (got.serial, got.groups, got.time_zone) == \
+                (2, {"sales": GROUPS["sales"]}, "Europe/Paris")
+            assert dst.read_mirror("acme").groups == GROUPS
+            old = dst.read_account("acme", serial=1)
+            assert (old.groups, old.time_zone) == (GROUPS, "America/Toronto")
+    finally:
+        for handle in handles:
+            handle.close()
