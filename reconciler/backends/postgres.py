@@ -232,12 +232,24 @@ class PostgresBackend(Backend):
                 self._check_version(version)
                 for step in sorted(pgschema.MIGRATIONS):
                     if step > version:
-                        conn.execute(pgschema.MIGRATIONS[step].format(s=self.s))
+                        self._migration_step(conn, version, step)
                 if version < pgschema.SCHEMA_VERSION:  # one row per migration run
                     conn.execute(f"INSERT INTO {self.s}.schema_version (version) "
                                  "VALUES (%s)", (pgschema.SCHEMA_VERSION,))
             self._ready, self._version = True, pgschema.SCHEMA_VERSION
         return pgschema.SCHEMA_VERSION
+
+    def _migration_step(self, conn: Any, version: int, step: int) -> None:
+        try:
+            conn.execute(pgschema.MIGRATIONS[step].format(s=self.s))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not version:
+                raise  # creating the schema: the general permission message
+            raise StateError(
+                f"PostgreSQL state {self.location}: schema {self.schema} is version "
+                f"{version} and this crctl needs version {pgschema.SCHEMA_VERSION}; "
+                f"migrating it needs the owner of its tables ({_reason(exc)}): run "
+                "`crctl init` as the owner once, then retry") from None
 
     def _ensure(self) -> None:
         """Before a write: the schema exists at this crctl's version (an older one is

@@ -588,3 +588,41 @@ def test_migrate_state_carries_groups_and_time_zone_both_ways(
     finally:
         for handle in handles:
             handle.close()
+
+
+def test_a_writer_that_cannot_migrate_is_told_to_run_init_as_the_owner(
+        pg_server: Any, pg_database: Callable[[], str]) -> None:
+    from reconciler.backends import open_backend
+
+    url = pg_database()
+    database = url.split("/")[3].split("?")[0]
+    _version_1_database(url)
+    role = f"w_{database}"  # roles are per server: one per test database
+    pg_server.psql(f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA crctl TO {role}; "
+                   f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA crctl TO "
+                   f"{role}; GRANT USAGE ON ALL SEQUENCES IN SCHEMA crctl TO {role}", database)
+    writer = open_backend(url.replace("postgres@", f"{role}@"))
+    try:
+        current = writer.read_account("acme")  # reading needs no migration
+        with pytest.raises(StateError) as refused:
+            writer.write_account(replace(current, serial=3), "lin-1", 2, [], None,
+                                 new_change("jdoe", "apply"))
+        assert "version 1" in str(refused.value) and "crctl init" in str(refused.value)
+    finally:
+        writer.close()
+    assert pg_server.psql("SELECT max(version) FROM crctl.schema_version",
+                          database).strip() == "1"  # nothing half done
+    assert pg_server.psql("SELECT serial FROM crctl.accounts", database).strip() == "2"
+    owner = open_backend(url)
+    try:
+        owner.init()
+    finally:
+        owner.close()
+    writer = open_backend(url.replace("postgres@", f"{role}@"))
+    try:
+        writer.write_account(replace(writer.read_account("acme"), serial=3,
+                                     time_zone="Europe/Paris"), "lin-1", 2, [], None,
+                             new_change("jdoe", "apply"))
+        assert writer.read_account("acme").time_zone == "Europe/Paris"
+    finally:
+        writer.close()
