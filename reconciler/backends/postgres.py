@@ -4,9 +4,14 @@ It implements the contract of `base.py` over the tables of `pgschema.py`. Beyond
 Terraform's pg backend does, each for a reason:
 - a write is one transaction: the compare-and-swap (`SELECT ... FOR UPDATE` of the
   account row, lineage and serial compared), the changed user rows only, the version
-  row, the audit rows and the MIR mirror's changed rows; a commit whose acknowledgement
-  was lost is resolved by the run id (unique in `versions`), never applied twice;
-- every version stays reconstructable (`user_versions` rows are closed, not replaced);
+  row, the audit rows and the MIR mirror's changed rows; the account's settings (recording
+  groups, time zone) and the mirror's groups, one JSON value each, only when changed; a
+  commit whose acknowledgement was lost is resolved by the run id (unique in
+  `versions`), never applied twice;
+- every version stays reconstructable (`user_versions` rows are closed, not replaced;
+  `versions.settings` holds the settings where they changed);
+- an older schema is migrated by the first write (or `crctl init`), never by a read: a
+  reading role reads it as it is (no groups, no time zone before version 2);
 - a lock is a row everyone can read (the holder, not the waiter) whose liveness is a
   session advisory lock of the holder's dedicated connection: a killed holder's session
   ends and its lock is free at once; a hung one loses it after `lock_lease` seconds
