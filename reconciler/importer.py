@@ -65,6 +65,8 @@ def to_yaml(account: CurrentAccount) -> str:
         lines.append(f"name: {scalar(account.name)}")
     if account.time_zone:
         lines += ["recording_settings:", f"  time_zone: {scalar(account.time_zone)}"]
+    if account.groups:
+        lines += _groups(account)
     users = sorted(account.users.values(), key=lambda u: u["username"])
     lines.append("users:" if users else "users: {}")
     for user in users:
@@ -91,8 +93,6 @@ def to_yaml(account: CurrentAccount) -> str:
                 lines.append("      prevent_remove: true")
             if cr["access"] != "none":
                 lines.append(f"      access: {cr['access']}")
-    if account.groups:
-        lines += _groups(account)
     return "\n".join(lines) + "\n"
 
 

@@ -19,15 +19,16 @@ import support
 import yaml
 from support import REPO, TODAY, crctl, crctl_env
 
-__all__ = ["COMPLETE_RE", "EXAMPLE_ACME", "REPO", "TODAY", "account_yaml", "acme_users",
+__all__ = ["COMPLETE_RE", "EXAMPLE_ACME", "REPO", "TODAY", "account_yaml", "acme_top", "acme_users",
            "apply_ok", "audit", "complete_line", "crctl", "crctl_env", "files_of", "lock_path",
            "mirror", "popen", "portal", "run", "save_plan", "snapshot", "user_id",
-           "wait_for_lock", "write_account", "write_mirror"]
+           "wait_for_lock", "write_account", "write_acme", "write_mirror"]
 
 EXAMPLE_ACME = REPO / "examples" / "acme.yaml"
 
 COMPLETE_RE = (r"^Apply complete: (\d+) enabled, (\d+) changed, (\d+) removed; "
-               r"(\d+) users? added, (\d+) updated, (\d+) deleted\.$")
+               r"(\d+) users? added, (\d+) updated, (\d+) deleted"
+               r"(?:; \d+ groups? added, \d+ updated, \d+ deleted)?\.$")
 
 
 def run(state: Path | str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
@@ -66,20 +67,35 @@ def acme_users() -> dict[str, dict[str, Any]]:
         "jdoe": {"first_name": "Jane", "last_name": "Doe", "email": "jane.doe@acme.example",
                  "extension": "2101", "phone_number": "+16135550101", "profile": "Elite",
                  "location": "Ottawa", "roles": ["decision-maker"],
-                 "call_recording": {"product": "always-on", "prevent_remove": True}},
+                 "call_recording": {"product": "always-on", "prevent_remove": True,
+                                    "access": "all"}},
         "asmith": {"first_name": "Alice", "last_name": "Smith",
                    "email": "alice.smith@acme.example", "extension": "2102",
                    "phone_number": "+16135550102", "profile": "Premier",
                    "location": "Ottawa", "roles": ["phone-manager"],
-                   "call_recording": {"product": "on-demand"}},
+                   "call_recording": {"product": "on-demand", "access": "own-group"}},
         "bob.smith": {"first_name": "Bob", "last_name": "Smith",
                       "email": "bob.smith@acme.example", "extension": "2103",
                       "profile": "Essentials", "location": "Toronto",
+                      "roles": [{"phone-manager": ["Toronto"]}],
                       "call_recording": {"product": "on-demand",
                                          "activation_date": "2026-12-01"}},
         "lobby": {"first_name": "Front", "last_name": "Desk", "email": "lobby@acme.example",
                   "extension": "2199", "profile": "Courtesy"},
     })
+
+
+def acme_top() -> dict[str, Any]:
+    """The account-level sections of examples/acme.yaml (time zone, recording groups), so a
+    file built from `acme_users()` plans no changes against the applied example."""
+    return {"recording_settings": {"time_zone": "America/Toronto"},
+            "recording_groups": {"sales": {"managers": ["asmith"], "members": ["bob.smith"]}}}
+
+
+def write_acme(directory: Path, users: dict[str, dict[str, Any]], **top: Any) -> Path:
+    """`write_account` of "acme" with the example's account-level sections unless `top`
+    overrides them (pass `recording_groups=None` to leave the groups out)."""
+    return write_account(directory, "acme", users, **{**acme_top(), **top})
 
 
 def account_yaml(account: str, users: dict[str, dict[str, Any]], **top: Any) -> str:

@@ -26,7 +26,7 @@ from apply_helpers import (
     save_plan,
     snapshot,
     user_id,
-    write_account,
+    write_acme,
     write_mirror,
 )
 
@@ -62,7 +62,8 @@ def acme(state: Path, example: Path) -> Path:
 
 
 def desired(tmp_path: Path, tag: str, users: dict[str, dict[str, Any]], **top: Any) -> Path:
-    return write_account(tmp_path / tag, "acme", users, **top)
+    """A desired acme.yaml: `users` with the example's time zone and recording groups."""
+    return write_acme(tmp_path / tag, users, **top)
 
 
 def assert_mirror_consistent(state: Path, today: str = TODAY, account: str = "acme") -> None:
@@ -101,7 +102,8 @@ def test_saved_plan_of_new_account_applies_once(state: Path, example: Path,
     assert first.returncode == 0, first.stderr
     assert "Apply these actions?" not in first.stdout  # the reviewed plan is the approval
     assert complete_line(first.stdout) == ("Apply complete: 3 enabled, 0 changed, 0 removed; "
-                                           "4 users added, 0 updated, 0 deleted.")
+                                           "4 users added, 0 updated, 0 deleted; "
+                                           "1 group added, 0 updated, 0 deleted.")
     before = snapshot(state)
 
     again = run(state, "apply", str(plan_file), actor="jdoe")
@@ -300,7 +302,7 @@ def test_second_apply_of_same_file_changes_nothing(acme: Path, example: Path) ->
     assert plan_exit(acme, example) == 0
     before = snapshot(acme)
     lines = len(audit(acme))
-    assert lines == 8  # create_account, 4 add_user, 3 enable
+    assert lines == 9  # create_account, 4 add_user, 3 enable, add_group
 
     result = run(acme, "apply", str(example), "--auto-approve", actor="jdoe")
     assert result.returncode == 0, result.stderr
@@ -446,7 +448,7 @@ def test_audit_log_has_one_line_per_applied_action(state: Path, example: Path,
     result = run(state, "--actor", "jdoe", "apply", str(plan_file))
     assert result.returncode == 0, result.stderr
     lines = audit(state)
-    assert len(lines) == len(doc["actions"]) == 8
+    assert len(lines) == len(doc["actions"]) == 9
     for line, action in zip(lines, doc["actions"], strict=True):
         assert set(line) >= AUDIT_KEYS, line
         assert ISO_TIME.match(line["time"]), line["time"]
@@ -460,14 +462,16 @@ def test_audit_log_has_one_line_per_applied_action(state: Path, example: Path,
     users["asmith"]["call_recording"]["product"] = "always-on"
     users["lobby"]["location"] = "Ottawa"
     del users["bob.smith"]["call_recording"]
-    path = desired(tmp_path, "v2", users)
+    path = desired(tmp_path, "v2", users, recording_groups={
+        "sales": {"managers": ["asmith"], "members": []}})
     plan_json = run(state, "plan", str(path), "--format", "json")
     assert plan_json.returncode == 0
     expected = json.loads(plan_json.stdout)
     apply_ok(state, path, "asmith")
-    new = audit(state)[8:]
-    assert [(n["action"], n["user"]) for n in new] == [
-        ("remove", "bob.smith"), ("update_user", "lobby"), ("change", "asmith")]
+    new = audit(state)[9:]
+    assert [(n["action"], n["user"], n.get("group")) for n in new] == [
+        ("remove", "bob.smith", None), ("update_user", "lobby", None),
+        ("change", "asmith", None), ("update_group", None, "sales")]
     assert [(n["before"], n["after"]) for n in new] == [
         (a["before"], a["after"]) for a in expected["actions"]]
     assert {n["actor"] for n in new} == {"asmith"}
@@ -537,7 +541,8 @@ def test_rename_keeps_user_id_cr_and_recordings(state: Path, tmp_path: Path) -> 
     bob = users.pop("bob.smith")
     bob["call_recording"] = {"product": "on-demand"}
     users["bsmith"] = bob
-    apply_ok(state, desired(tmp_path, "v1", users))
+    apply_ok(state, desired(tmp_path, "v1", users, recording_groups={
+        "sales": {"managers": ["asmith"], "members": ["bsmith"]}}))
     uid = user_id(state, "bsmith")
     cr_before = portal(state)["users"][uid]["call_recording"]
     doc = mirror(state)
@@ -549,6 +554,7 @@ def test_rename_keeps_user_id_cr_and_recordings(state: Path, tmp_path: Path) -> 
     path = desired(tmp_path, "v2", renamed)
     result = apply_ok(state, path)
     assert counts(result.stdout) == (0, 0, 0, 0, 1, 0)
+    assert "group" not in complete_line(result.stdout)  # the group follows the user id
     after = portal(state)["users"]
     assert after[uid]["username"] == "bob.smith"
     assert after[uid]["call_recording"] == cr_before
@@ -574,7 +580,8 @@ def test_remove_and_delete_keep_recordings(state: Path, tmp_path: Path) -> None:
 
     users["asmith"]["call_recording"] = None
     del users["carol"]
-    result = apply_ok(state, desired(tmp_path, "v2", users))
+    result = apply_ok(state, desired(tmp_path, "v2", users, recording_groups={
+        "sales": {"managers": [], "members": ["bob.smith"]}}))
     assert counts(result.stdout) == (0, 0, 2, 0, 0, 1)
     assert carol not in portal(state)["users"]
     assert portal(state)["users"][asmith]["call_recording"] is None
@@ -611,8 +618,10 @@ def test_profile_downgrade_with_cr_removal(state: Path, tmp_path: Path, via: str
 
 # -- the closing line ----------------------------------------------------------------------
 
-def test_complete_line_matches_design_example(acme: Path, tmp_path: Path) -> None:
+def test_complete_line_matches_design_example(state: Path, tmp_path: Path) -> None:
+    """DESIGN §6's line exactly: no group changes, so no group clause."""
     users = acme_users()
+    apply_ok(state, desired(tmp_path, "v1", users, recording_groups=None))
     users["dave"] = {"first_name": "Dave", "last_name": "Jones", "email": "dave@acme.example",
                      "extension": "2105", "profile": "Telephony",
                      "call_recording": {"product": "on-demand"}}
@@ -622,11 +631,11 @@ def test_complete_line_matches_design_example(acme: Path, tmp_path: Path) -> Non
     users["bob.smith"]["call_recording"] = None
     users["bob.smith"]["last_name"] = "Smythe"
     users["jdoe"]["location"] = "Montreal"
-    result = apply_ok(acme, desired(tmp_path, "v2", users))
+    result = apply_ok(state, desired(tmp_path, "v2", users, recording_groups=None))
     assert complete_line(result.stdout) == (
         "Apply complete: 2 enabled, 1 changed, 1 removed; 1 user added, 3 updated, "
         "0 deleted.")
-    assert_mirror_consistent(acme)
+    assert_mirror_consistent(state)
 
 
 def test_complete_line_plural_forms(state: Path, tmp_path: Path) -> None:
@@ -634,7 +643,7 @@ def test_complete_line_plural_forms(state: Path, tmp_path: Path) -> None:
     result = apply_ok(state, desired(tmp_path, "v1", users))
     assert complete_line(result.stdout) == (
         "Apply complete: 3 enabled, 0 changed, 0 removed; 4 users added, 0 updated, "
-        "0 deleted.")
+        "0 deleted; 1 group added, 0 updated, 0 deleted.")
     users["lobby"]["first_name"] = "Main"
     result = apply_ok(state, desired(tmp_path, "v2", users))
     assert complete_line(result.stdout) == (

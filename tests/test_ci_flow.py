@@ -319,6 +319,14 @@ class Flow:
         return dict(line.split("|") for line in rows.splitlines())
 
 
+# jdoe's service in examples/acme.yaml, removed whole by the refused pull requests
+JDOE_CR = ("    call_recording:\n"
+           "      product: always-on            # MiCloud Connect MIR Always-On\n"
+           "      prevent_remove: true          # plans that remove this service are refused\n"
+           "      access: all                   # Record Management Access: hears every "
+           "recording\n")
+
+
 def replace(account: str, old: str, new: str) -> Callable[[Path], None]:
     def edit(accounts: Path) -> None:
         path = accounts / f"{account}.yaml"
@@ -464,10 +472,7 @@ def test_pull_request_plans_and_merge_applies(platform: str, strategy: str, tmp_
     assert flow.cr_users("acme")["carol"] == "MiCloud Connect MIR On-Demand"
 
     # 4. a safety refusal: jdoe's service has prevent_remove; the comment shows it all
-    removal = flow.open_pr("jdoe-off", replace(
-        "acme", "    call_recording:\n      product: always-on            # MiCloud Connect MIR "
-        "Always-On\n      prevent_remove: true          # plans that remove this service are "
-        "refused\n", ""))
+    removal = flow.open_pr("jdoe-off", replace("acme", JDOE_CR, ""))
     refused = flow.pr_job(removal)
     assert refused.rc == 5, refused.out
     body = flow.comment(removal)
@@ -520,9 +525,7 @@ def test_an_artifact_forged_after_the_review_is_refused(platform: str, tmp_path:
     # the job of that commit keeps a forged artifact instead of updating the comment: the
     # refused plan with `forced` flipped to true, digest and checksum recomputed
     git(flow.dev, "checkout", "-q", "carol")
-    replace("acme", "    call_recording:\n      product: always-on            # MiCloud "
-            "Connect MIR Always-On\n      prevent_remove: true          # plans that remove "
-            "this service are refused\n", "")(flow.dev / "accounts")
+    replace("acme", JDOE_CR, "")(flow.dev / "accounts")
     git(flow.dev, "commit", "-q", "-am", "jdoe off")
     git(flow.dev, "push", "-q", "origin", "carol")
     head = git(flow.dev, "rev-parse", "HEAD")

@@ -177,8 +177,8 @@ def test_groups_and_zone_are_planned_applied_mirrored_audited_and_imported(
     assert crctl("import", "acme", "--out", imported, state=state).returncode == 0
     text = imported.read_text()
     assert "recording_settings:\n  time_zone: America/Toronto\n" in text
-    assert text.endswith("recording_groups:\n  sales:\n    managers: [asmith]\n"
-                         "    members: [kli]\n")
+    assert ("recording_groups:\n  sales:\n    managers: [asmith]\n"
+            "    members: [kli]\nusers:\n") in text
     assert crctl("plan", imported, "--detailed-exitcode", state=state).returncode == 0
 
 

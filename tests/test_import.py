@@ -31,7 +31,8 @@ def assert_schema_header(text: str) -> None:
     assert not MODELINE.search(text)
 USER_KEY_ORDER = ("first_name", "last_name", "email", "extension", "phone_number", "profile",
                   "location", "roles", "call_recording")
-TOP_KEY_ORDER = ("account", "name", "safety", "users")
+TOP_KEY_ORDER = ("account", "name", "recording_settings", "recording_groups", "safety",
+                 "users")
 
 
 def apply_file(state: Path, path: Path, actor: str) -> None:
@@ -105,7 +106,12 @@ def user_blocks(text: str) -> dict[str, list[str]]:
     """username -> the keys of its block, in file order (for the imported layout)."""
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
+    in_users = False
     for line in text.splitlines():
+        if re.match(r"^\S", line):
+            in_users = line.startswith("users:")
+        if not in_users:
+            continue
         match = re.match(r"^  (\S.*):$", line)
         if match:
             current = blocks.setdefault(match[1].strip('"'), [])
@@ -235,6 +241,7 @@ def test_round_trip_after_changes_and_a_rename(tmp_path: Path) -> None:
     state = example_state(tmp_path, "acme")
     edited = (EXAMPLES / "acme.yaml").read_text(encoding="utf-8")
     edited = edited.replace("  asmith:\n", "  alice.smith:\n    renamed_from: asmith\n")
+    edited = edited.replace("managers: [asmith]", "managers: [alice.smith]")
     edited = edited.replace("      product: on-demand            # MiCloud",
                             "      product: always-on            # MiCloud")
     edited = edited.replace("location: Toronto", "location: \"Kanata: Building 2\"")
@@ -249,6 +256,8 @@ def test_round_trip_after_changes_and_a_rename(tmp_path: Path) -> None:
     assert users["bob.smith"]["location"] == "Kanata: Building 2"
     assert users["alice.smith"]["call_recording"]["product"] == "always-on"
     assert users["alice.smith"]["roles"] == ["phone-manager"]
+    assert yaml.safe_load(text)["recording_groups"] == {
+        "sales": {"managers": ["alice.smith"], "members": ["bob.smith"]}}
 
 
 def test_round_trip_with_an_activation_date_in_the_past(tmp_path: Path) -> None:

@@ -183,9 +183,11 @@ def test_new_account_creates_then_adds_then_enables(tmp_path: Path) -> None:
         ("add_user", "asmith"), ("add_user", "bob.smith"), ("add_user", "jdoe"),
         ("add_user", "lobby"),
         ("enable", "asmith"), ("enable", "bob.smith"), ("enable", "jdoe"),
+        ("add_group", None),
     ]
     create = doc["actions"][0]
-    assert create["after"] == {"account": "acme", "name": "Acme Corporation"}
+    assert create["after"] == {"account": "acme", "name": "Acme Corporation",
+                               "time_zone": "America/Toronto"}
     assert create["before"] is None and create["user_id"] is None
     for a in doc["actions"][1:]:
         assert a["user_id"] is None  # nobody exists yet
@@ -195,10 +197,11 @@ def test_new_account_creates_then_adds_then_enables(tmp_path: Path) -> None:
     assert add["after"]["roles"] == ["decision-maker"]
     enable = action(doc, "enable", "jdoe")
     assert enable["after"] == {"product": "always-on", "activation_date": None,
-                               "prevent_remove": True, "access": "none", "status": "active"}
+                               "prevent_remove": True, "access": "all", "status": "active"}
     assert doc["prior_state"] == {"lineage": None, "serial": 0}
     assert doc["summary"] == {"enable": 3, "change": 0, "remove": 0, "add_user": 4,
-                              "update_user": 0, "delete_user": 0, "terminate_account": 0}
+                              "update_user": 0, "delete_user": 0, "terminate_account": 0,
+                              "delete_group": 0, "add_group": 1, "update_group": 0}
     assert not (tmp_path / "state").exists()
 
 

@@ -266,7 +266,7 @@ def test_lock_timeout_takes_compound_durations(tmp_path: Path) -> None:
 def test_json_output_of_validate_sync_and_terminate(tmp_path: Path) -> None:
     state = tmp_path / "state"
     valid = run(state, "validate", str(EXAMPLE_ACME), "--format", "json")
-    assert json.loads(valid.stdout) == {"valid": True, "files": 1, "errors": []}
+    assert json.loads(valid.stdout) == {"valid": True, "files": 1, "errors": [], "warnings": []}
     apply_ok(state, EXAMPLE_ACME)
     synced = json.loads(run(state, "sync", "acme", "--format", "json", actor="jdoe").stdout)
     assert synced["account"] == "acme" and synced["serial"] == 1

@@ -238,8 +238,10 @@ def test_a_changed_account_name_is_planned_applied_and_audited(state: Path,
     assert planned.returncode == 0, planned.stderr
     doc = json.loads(planned.stdout)
     assert doc["actions"] == [{"action": "update_account", "user": None, "user_id": None,
-                               "before": {"name": "Acme Corporation"},
-                               "after": {"name": "Acme Inc."}, "changed": ["name"]}]
+                               "before": {"name": "Acme Corporation",
+                                          "time_zone": "America/Toronto"},
+                               "after": {"name": "Acme Inc.", "time_zone": "America/Toronto"},
+                               "changed": ["name"]}]
     text = support.crctl("plan", path, "--detailed-exitcode", state=state)
     assert text.returncode == 2, text.stderr
     shown = [" ".join(line.split()) for line in text.stdout.splitlines() if "~" in line]
@@ -264,7 +266,8 @@ def test_a_changed_account_name_is_planned_applied_and_audited(state: Path,
                           state=state)
     [entry] = json.loads(audit.stdout)
     assert (entry["before"], entry["after"], entry["serial"]) == \
-        ({"name": "Acme Corporation"}, {"name": "Acme Inc."}, 2)
+        ({"name": "Acme Corporation", "time_zone": "America/Toronto"},
+         {"name": "Acme Inc.", "time_zone": "America/Toronto"}, 2)
     again = support.crctl("plan", path, "--detailed-exitcode", state=state)
     assert again.returncode == 0, again.stdout
     assert "No changes." in again.stdout
@@ -288,12 +291,13 @@ def test_a_file_without_a_name_keeps_the_name_and_the_import_round_trips(
 
 
 @pytest.mark.parametrize(("side", "value", "why"), [
-    ("before", {"name": "Someone Else"}, "the account's name differs from the plan's "
+    ("before", {"name": "Someone Else"}, "the account's name or time zone differs from the plan's "
                                          "'before'"),
     ("after", {"name": "Evil\u001b[2J"}, "its 'after' name must be 1-200 characters without "
                                          "control characters (as in a desired file)"),
     ("after", {"name": None}, "its 'after' name must be 1-200 characters"),
-    ("after", {"name": "Acme Inc.", "safety": 0}, "its 'after' must have exactly name"),
+    ("after", {"name": "Acme Inc.", "safety": 0}, "its 'after' must have exactly name, "
+                                                  "time_zone"),
     ("changed", [], "its 'changed' must list name"),
 ])
 def test_a_forged_update_account_plan_is_refused(state: Path, tmp_path: Path, side: str,
@@ -303,7 +307,9 @@ def test_a_forged_update_account_plan_is_refused(state: Path, tmp_path: Path, si
     assert support.crctl("plan", first, "--out", saved, state=state).returncode == 0
     edited = json.loads(saved.read_text())
     first.unlink()  # no desired file to re-plan from: the applier's own check refuses it
-    edited["actions"][0][side] = value
+    action = edited["actions"][0]
+    # a forger keeps the time zone (unchanged) and edits the name
+    action[side] = {**action[side], **value} if isinstance(value, dict) else value
     # re-signed, as a forger would: the digest (DESIGN §5), then the checksum
     part = {k: edited[k] for k in ("account", "prior_state", "actions", "mir")}
     edited["digest"] = hashlib.sha256(json.dumps(

@@ -28,7 +28,8 @@ GITHUB_LIMIT = 65_536
 
 FINAL_LINE = re.compile(
     r"^(Plan: \d+ to enable, \d+ to change, \d+ to remove; \d+ users? to add, \d+ to update, "
-    r"\d+ to delete\.|No changes\. Account [a-z0-9-]+ matches the desired state\."
+    r"\d+ to delete(; \d+ groups? to add, \d+ to update, \d+ to delete)?\."
+    r"|No changes\. Account [a-z0-9-]+ matches the desired state\."
     r"|Plan: terminate account [a-z0-9-]+ \(\d+ users?, \d+ recordings? will be deleted\)\.)$")
 
 
@@ -167,6 +168,7 @@ TOP_KEYS = {"format_version", "tool_version", "account", "created_at", "desired"
             "forced"}
 SUMMARY_KEYS = {"enable", "change", "remove", "add_user", "update_user", "delete_user",
                 "terminate_account"}
+GROUP_SUMMARY_KEYS = {"delete_group", "add_group", "update_group"}
 
 
 def canonical_checksum(doc: dict[str, Any]) -> str:
@@ -184,11 +186,16 @@ def check_document(doc: dict[str, Any]) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["created_at"])
     assert set(doc["desired"]) == {"path", "sha256"}
     assert set(doc["prior_state"]) == {"lineage", "serial"}
-    assert set(doc["summary"]) == SUMMARY_KEYS
+    # group counts only in a plan with group actions (a plan without keeps its old digest)
+    has_groups = any(a["action"].endswith("_group") for a in doc["actions"])
+    assert set(doc["summary"]) == SUMMARY_KEYS | (GROUP_SUMMARY_KEYS if has_groups else set())
     assert set(doc["mir"]) == {"upsert", "delete"}
     for action in doc["actions"]:
-        assert set(action) == {"action", "user", "user_id", "before", "after", "changed"}
-    counted = {k: sum(1 for a in doc["actions"] if a["action"] == k) for k in SUMMARY_KEYS}
+        keys = {"action", "user", "user_id", "before", "after", "changed"}
+        if action["action"].endswith("_group"):
+            keys.add("group")
+        assert set(action) == keys
+    counted = {k: sum(1 for a in doc["actions"] if a["action"] == k) for k in doc["summary"]}
     assert doc["summary"] == counted
     assert doc["checksum"] == canonical_checksum(doc)
 

@@ -140,8 +140,9 @@ def test_json_keys_and_values(state: Path) -> None:
     assert by_user["jdoe"] == {
         "full_name": "Jane Doe", "phone_number": "+16135550101", "extension": "2101",
         "product": ALWAYS_ON, "username": "jdoe", "email": "jane.doe@acme.example",
-        "status": "active", "access": "none"}
+        "status": "active", "access": "all"}
     assert by_user["asmith"]["product"] == ON_DEMAND
+    assert by_user["asmith"]["access"] == "own-group"
     assert by_user["asmith"]["status"] == "active"
     bob = by_user["bob.smith"]
     assert bob["status"] == "pending"  # activation date 2026-12-01, today 2026-11-25
