@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -59,8 +60,17 @@ def argv(*args: Arg, state: Arg | None = None) -> list[str]:
     return cmd + [os.fspath(a) for a in args]
 
 
-def _umask(umask: int | None) -> Any:
-    return (lambda: os.umask(umask)) if umask is not None else None
+def _umask(umask: int | None, max_open_files: int | None = None) -> Any:
+    """The child's set-up: its umask and its limit of open files (`ulimit -n`)."""
+    if umask is None and max_open_files is None:
+        return None
+
+    def setup() -> None:
+        if umask is not None:
+            os.umask(umask)
+        if max_open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+    return setup
 
 
 def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
@@ -74,13 +84,15 @@ def crctl(*args: Arg, state: Arg | None = None, actor: str | None = None,
           cwd: Arg | None = None, env: Mapping[str, str] | None = None,
           input: str | None = None, today: str = TODAY, timeout: float = 300,
           check_clean: bool = True, columns: int | None = 200,
-          umask: int | None = None) -> subprocess.CompletedProcess[str]:
+          umask: int | None = None,
+          max_open_files: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run `crctl ARGS...` to the end and return the result (text)."""
     result = subprocess.run(
         argv(*args, state=state), cwd=cwd,
         env=crctl_env(actor, today, env, columns), input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=timeout, preexec_fn=_umask(umask))
+        capture_output=True, text=True, timeout=timeout,
+        preexec_fn=_umask(umask, max_open_files))
     if check_clean:
         assert_clean(result)
     return result

@@ -384,6 +384,29 @@ def test_directory_apply_prints_a_line_per_changed_account_and_the_total(
     assert again.stdout.splitlines()[-1] == "No changes."
 
 
+def test_a_directory_of_many_accounts_applies_under_a_low_open_file_limit(
+        tmp_path: Path) -> None:
+    """DESIGN §7: an MSP's apply locks every account of the directory at once; one lock
+    file descriptor per account would fail with "Too many open files" under `ulimit -n`
+    (here 64, for 300 accounts). The locks are one held file linked per account, and
+    nothing of them is left once the apply ends."""
+    repo, state = tmp_path / "accounts", tmp_path / "state"
+    names = [f"m{n:03d}" for n in range(300)]
+    for name in names:
+        write(repo, name, "decision-maker", extra=1)
+    result = crctl("apply", repo, "--auto-approve", state=state, actor="admin",
+                   max_open_files=64)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == (
+        "Apply complete: 600 enabled, 0 changed, 0 removed; 900 users added, 0 updated, "
+        "0 deleted; in 300 accounts.")
+    assert serials(state, names[0], names[-1]) == {names[0]: 1, names[-1]: 1}
+    assert os.listdir(state / "locks") == []
+    again = crctl("apply", repo, "--auto-approve", state=state, actor="admin",
+                  max_open_files=64)
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == "No changes."
+
+
 def test_saved_plan_set_apply_prints_the_same_lines(tmp_path: Path) -> None:
     repo, state = fleet(tmp_path, 3)
     write(repo, "a00", None, extra=1)

@@ -108,6 +108,8 @@ class LocalBackend(Backend):
         # serial) — the compare-and-swap's fast path
         self._seen: dict[str, tuple[tuple[int, int, int], str | None, int]] = {}
         self._locks = FileLocks()
+        # directory -> (its mtime, temporary files by account): see _temporary_files
+        self._temporaries: dict[str, tuple[int, dict[str, list[str]]]] = {}
 
     @property
     def location(self) -> str:
@@ -474,12 +476,30 @@ class LocalBackend(Backend):
         for kind in KINDS:
             directory = self._dir(kind)
             self._check_dirs(directory, create=False)
-            for name in files.listdir(directory):
-                if name.startswith(f"{account}.") and ".tmp-" in name:
-                    pid = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
-                    if not (pid.isdigit() and files.alive(int(pid))):
-                        with suppress(OSError):
-                            os.unlink(os.path.join(directory, name))
+            for name in self._temporary_files(directory).get(account, ()):
+                pid = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+                if not (pid.isdigit() and files.alive(int(pid))):
+                    with suppress(OSError):
+                        os.unlink(os.path.join(directory, name))
+
+    def _temporary_files(self, directory: str) -> dict[str, list[str]]:
+        """The directory's temporary files by account, listed again only when the
+        directory changed: locking 10,000 accounts would otherwise list each directory
+        10,000 times (quadratic). A file missed by a coarse timestamp is only left for
+        the next locked command to delete."""
+        try:
+            changed = os.stat(directory).st_mtime_ns
+        except OSError:
+            return {}
+        cached = self._temporaries.get(directory)
+        if cached is not None and cached[0] == changed:
+            return cached[1]
+        index: dict[str, list[str]] = {}
+        for name in files.listdir(directory):
+            if ".tmp-" in name:
+                index.setdefault(name.split(".", 1)[0], []).append(name)
+        self._temporaries[directory] = (changed, index)
+        return index
 
     def force_unlock(self, account: str, lock_id: str, force: bool = False) -> LockInfo:
         path = self.lock_path(account)
