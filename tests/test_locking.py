@@ -183,6 +183,8 @@ def test_lock_of_killed_holder_does_not_block(acme: Path, tmp_path: Path) -> Non
     assert time.monotonic() - started < 30
     assert portal(acme)["serial"] == 2
     assert not lock_path(acme).exists()
+    # the killed holder's own file (linked as acme.lock while it lived) is swept too
+    assert os.listdir(acme / "locks") == []
 
 
 def test_force_unlock(acme: Path, tmp_path: Path) -> None:

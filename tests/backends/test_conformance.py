@@ -326,6 +326,29 @@ def test_several_accounts_locked_together(backend: Backend, other: Backend) -> N
         pass
 
 
+def test_locking_many_accounts_holds_a_few_descriptors(backend: Backend,
+                                                       other: Backend) -> None:
+    """DESIGN §7: an MSP's apply holds 10,000 accounts' locks under `ulimit -n 256`, so
+    the descriptors a lock needs must not grow with the accounts."""
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    accounts = [f"a{n:04d}" for n in range(400)]
+    other.holder("a0000")  # any connection a backend opens lazily is open before counting
+    backend.holder("a0000")
+    before = open_fds()
+    with backend.lock(accounts, "a@h", "apply", 5.0):
+        assert open_fds() - before <= 8
+        for account in (accounts[0], accounts[199], accounts[-1]):
+            assert other.holder(account) is not None
+            with pytest.raises(LockedError), other.lock([account], "b@h", "apply", 0.05):
+                pass
+    assert open_fds() - before <= 8
+    assert all(other.holder(a) is None for a in accounts[:5])
+    with other.lock(accounts[:3], "b@h", "apply", 0.5):
+        pass
+
+
 HOLD = """
 import sys, time
 from reconciler.backends import open_backend
