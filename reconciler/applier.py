@@ -431,7 +431,7 @@ def _check_sequence(plan: Plan) -> None:
     if plan.terminates and len(plan.actions) != 1:
         raise StalePlanError(f"account {plan.account}: terminate_account must be the only "
                              "action of its plan")
-    seen: set[tuple[Kind, str | None, str | None]] = set()
+    seen: set[tuple[Kind, str | None, str | None, str | None]] = set()
     last = -1
     for action in plan.actions:
         order = ORDER[action.action]
@@ -439,10 +439,11 @@ def _check_sequence(plan: Plan) -> None:
             raise StalePlanError(f"account {plan.account}: plan actions are out of order "
                                  f"({action.action} for {action.user} comes too late)")
         last = order
-        key = (action.action, action.user, action.user_id)
+        key = (action.action, action.user, action.user_id, action.group)
         if key in seen:
+            subject = action.user if action.group is None else f"group {action.group}"
             raise StalePlanError(f"account {plan.account}: plan repeats {action.action} for "
-                                 f"{action.user}")
+                                 f"{subject}")
         seen.add(key)
 
 

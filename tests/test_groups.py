@@ -334,3 +334,24 @@ def test_a_location_phone_manager_may_not_create_an_account(tmp_path: Path) -> N
     assert result.returncode == 6, result.stderr
     assert "create_account (account-level)" in result.stderr
     assert not (tmp_path / "state" / "portal" / "acme.json").exists()
+
+
+def test_several_groups_are_added_and_updated_in_one_plan(tmp_path: Path) -> None:
+    """Group actions name no user: a plan of two add_group (or update_group) actions is
+    not "a repeated action" (each is keyed by its group)."""
+    state = tmp_path / "state"
+    two = SALES + "  support:\n    managers: [kli]\n    members: [asmith]\n"
+    first = crctl("apply", write(tmp_path, account(team(access="own-group"), two)),
+                  "--auto-approve", state=state, actor="jdoe")
+    assert first.returncode == 0, first.stderr
+    assert "2 groups added, 0 updated, 0 deleted" in first.stdout
+    swapped = ("  sales:\n    managers: [kli]\n    members: [asmith]\n"
+               "  support:\n    managers: [asmith]\n    members: [kli]\n")
+    (tmp_path / "v2").mkdir()
+    path = write(tmp_path / "v2", account(team(access="own-group"), swapped))
+    saved = tmp_path / "swap.plan"
+    assert crctl("plan", path, "--out", saved, state=state).returncode == 0
+    second = crctl("apply", saved, state=state, actor="jdoe")
+    assert second.returncode == 0, second.stderr
+    assert "0 groups added, 2 updated, 0 deleted" in second.stdout
+    assert crctl("plan", path, "--detailed-exitcode", state=state).returncode == 0
