@@ -58,19 +58,22 @@ class FileLocks:
     def try_lock(self, path: str, info: LockInfo) -> bool:
         """Take the lock at `path` for `info` without waiting."""
         holder = self._holder(os.path.dirname(path), info)
-        while True:
-            try:
-                os.link(holder.path, path, follow_symlinks=False)
-                break
-            except FileExistsError:
-                if not _remove_if_dead(path):
-                    if not holder.links:
-                        self._drop(info.id)
-                    return False
-            except OSError as exc:
-                if not holder.links:
-                    self._drop(info.id)
-                raise StateError(os_message(exc, path, "lock")) from None
+        try:
+            while True:
+                try:
+                    os.link(holder.path, path, follow_symlinks=False)
+                    break
+                except FileExistsError:
+                    if not _remove_if_dead(path):
+                        if not holder.links:
+                            self._drop(info.id)
+                        return False
+                except OSError as exc:
+                    raise StateError(os_message(exc, path, "lock")) from None
+        except StateError:
+            if not holder.links:  # nothing is left behind by a refused lock
+                self._drop(info.id)
+            raise
         holder.links.add(path)
         self._held[path] = holder
         return True
