@@ -42,6 +42,7 @@ HOLDER_PREFIX = ".holder-"
 class _Holder:
     """One `lock()`'s flocked file and the account lock files linked to it."""
 
+    lock_id: str
     path: str
     fd: int
     inode: tuple[int, int]
@@ -85,9 +86,7 @@ class FileLocks:
         _unlink_if(path, holder.inode)
         holder.links.discard(path)
         if not holder.links:
-            for lock_id, known in list(self._holders.items()):
-                if known is holder:
-                    self._drop(lock_id)
+            self._drop(holder.lock_id)
 
     def _holder(self, directory: str, info: LockInfo) -> _Holder:
         """The flocked holder file of `info`, created (and written) on first use."""
@@ -108,7 +107,7 @@ class FileLocks:
             _unlink_if(path, None)
             os.close(fd)
             raise StateError(os_message(exc, path, "write the lock")) from None
-        holder = _Holder(path, fd, (st.st_dev, st.st_ino))
+        holder = _Holder(info.id, path, fd, (st.st_dev, st.st_ino))
         self._holders[info.id] = holder
         return holder
 
