@@ -34,7 +34,7 @@ from yaml.events import (
     StreamStartEvent,
 )
 
-from reconciler import halves
+from reconciler import blocks, halves
 from reconciler.errors import Diagnostic, ValidationFailed
 from reconciler.inert import inert_text
 
@@ -127,12 +127,31 @@ class Document:
         wanted = {p for p in wanted if p not in known and p not in absent}
         if not wanted:
             return
+        found, missing, wanted = blocks.locate_in_blocks(self.raw, self.data, wanted,
+                                                         self._walk_entry)
+        known.update(found)
+        absent.update(missing)
+        if not wanted:
+            return
         walker = _Walker(self.path, self.raw, wanted)
         walker.run()
         self._positions.update(walker.positions)
         # A path the file does not have (a missing key) is not walked for again by each
         # diagnostic that falls back to its parent.
         absent.update(wanted.difference(walker.positions))
+
+    def _walk_entry(self, entry: bytes, wanted: set[Path]
+                    ) -> tuple[Any, bool, dict[Path, tuple[int, int, int, int]]]:
+        """One entry's lines on their own: its data, whether they parsed without a
+        refusal, and the positions of `wanted` in them (for `blocks`)."""
+        walker = _Walker(self.path, entry, None)
+        data = walker.run()
+        clean = not (walker.diagnostics or walker.unread or walker.partial or walker.fatal)
+        if not clean:
+            return data, False, {}
+        placer = _Walker(self.path, entry, set(wanted))
+        placer.run()
+        return data, True, placer.positions
 
     def _nearest(self, path: Path) -> tuple[int, int, int, int]:
         path = tuple(path)
