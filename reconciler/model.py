@@ -12,9 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from reconciler.errors import Diagnostic
+
+if TYPE_CHECKING:
+    from reconciler.policy import Rules
 
 
 class Product(StrEnum):
@@ -201,6 +204,10 @@ class DesiredAccount:
     time_zone: str | None = None  # recording_settings.time_zone; None: not declared
     # the file's lints (severity "warning"), in file order: printed, never refusing it
     warnings: tuple[Diagnostic, ...] = ()
+    # defaults, policies, exceptions (DESIGN §9); `users` already holds effective values
+    rules: Rules | None = None
+    # policy breaches, when loaded for explain/report (validate and plan refuse them)
+    breaches: tuple[Diagnostic, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ def resolve(root: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 KEYWORDS = frozenset((
     "type", "enum", "const", "pattern", "minLength", "maxLength", "minimum", "maximum",
     "properties", "required", "additionalProperties", "propertyNames", "items",
-    "uniqueItems", "minItems", "maxItems", "anyOf",
+    "uniqueItems", "minItems", "maxItems", "anyOf", "minProperties",
 ))
 
 BatchCheck = Callable[[list[Any]], bool]
@@ -206,9 +206,12 @@ def _object_check(root: dict[str, Any], schema: dict[str, Any]) -> BatchCheck:
     extra = schema.get("additionalProperties", True)
     extra_check = compile_check(root, extra) if isinstance(extra, dict) else None
     names = compile_check(root, schema["propertyNames"]) if "propertyNames" in schema else None
+    fewest = schema.get("minProperties", 0)
 
     def check(objects: list[dict[str, Any]]) -> bool:
         if required and not all(map(required.issubset, objects)):
+            return False
+        if fewest and min(map(len, objects)) < fewest:
             return False
         if extra is False and not all(map(known.issuperset, objects)):
             return False

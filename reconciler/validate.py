@@ -31,6 +31,7 @@ from reconciler.model import (
     is_iso_date,
     status_on,
 )
+from reconciler.policy import ABSENT, Rules, breaches, effective_cr, has_role, waiver_for
 from reconciler.schema import compile_check, invalid_items, load_schema, resolve, validator
 
 SCHEMA_NAME = "account.schema.json"
@@ -70,6 +71,8 @@ class _Checks:
         self.fields = {key: compile_check(root, sub) for key, sub in fields.items()}
         cr = resolve(root, fields["call_recording"])["properties"]
         self.activation_date = compile_check(root, cr["activation_date"])
+        self.rules = {key: compile_check(root, root["properties"][key])
+                      for key in ("defaults", "policies", "exceptions")}
         settings = resolve(root, root["properties"]["recording_settings"])["properties"]
         self.time_zone = compile_check(root, settings["time_zone"])
 
@@ -131,23 +134,32 @@ def duplicate_accounts(desired: Iterable[DesiredAccount]) -> list[Diagnostic]:
     return out
 
 
-def load_desired(path: str, today: str) -> DesiredAccount:
+def load_desired(path: str, today: str, *, breaches_fatal: bool = True) -> DesiredAccount:
     """Load, validate and build one desired account; raise ValidationFailed with all errors."""
     doc = load_file(path, strict=False)
-    return desired_from_document(doc, today)
+    return desired_from_document(doc, today, breaches_fatal=breaches_fatal)
 
 
-def desired_from_document(doc: Document, today: str) -> DesiredAccount:
-    """Validate a loaded document; its loader refusals (if any) are reported with the rest."""
-    problems, users, renames = _check(doc, today)
+def desired_from_document(doc: Document, today: str, *,
+                          breaches_fatal: bool = True) -> DesiredAccount:
+    """Validate a loaded document; its loader refusals (if any) are reported with the rest.
+
+    With breaches_fatal=False a user breaking a policy is not an error but kept on
+    `breaches` (explain and report describe a file's breaches instead of refusing it)."""
+    problems, users, renames, rules, rule_lints = _check(doc, today)
+    held: list[Problem] = []
+    if not breaches_fatal:
+        held = [p for p in problems if p.kind == "policy"]
+        problems = [p for p in problems if p.kind != "policy"]
     if problems or doc.refusals:
         located = _locate(doc, _known(doc, problems))
         # dict.fromkeys: nothing is reported twice; ValidationFailed sorts by line.
         raise ValidationFailed(list(dict.fromkeys([*doc.refusals, *located])))
     data = doc.data
-    lints = _lints(data, users)
+    lints = _lints(data, users) + rule_lints
     warnings = tuple(sorted((replace(d, severity="warning") for d in _locate(doc, lints)),
                             key=lambda d: (d.line, d.column)))
+    breaches_found = tuple(_locate(doc, held))
     safety = data.get("safety") or {}
     return DesiredAccount(
         account=data["account"],
@@ -161,6 +173,8 @@ def desired_from_document(doc: Document, today: str) -> DesiredAccount:
         groups=_groups(data.get("recording_groups")),
         time_zone=(data.get("recording_settings") or {}).get("time_zone"),
         warnings=warnings,
+        rules=rules if rules else None,
+        breaches=breaches_found,
     )
 
 
@@ -189,6 +203,15 @@ def _coerce(data: Any) -> None:
         text = safety["max_remove_pct"]
         if INTEGER.fullmatch(text):  # -5 is a whole number (out of range), not a type error
             safety["max_remove_pct"] = int(text)
+    for default in data.get("defaults") or () if type(data.get("defaults")) is list else ():
+        cr = default.get("call_recording") if type(default) is dict else None
+        if type(cr) is dict and "prevent_remove" in cr:
+            cr["prevent_remove"] = _boolean(cr["prevent_remove"])
+    policies = data.get("policies")
+    for policy in policies.values() if type(policies) is dict else ():
+        require = policy.get("require") if type(policy) is dict else None
+        if type(require) is dict and "prevent_remove" in require:
+            require["prevent_remove"] = _boolean(require["prevent_remove"])
     users = data.get("users")
     if type(users) is dict:
         for user in users.values():
@@ -201,13 +224,17 @@ def _boolean(value: Any) -> Any:
     return {"true": True, "false": False}.get(value, value) if type(value) is str else value
 
 
-def _check(doc: Document, today: str) -> tuple[list[Problem], dict[str, UserRecord], dict]:
+def _check(doc: Document, today: str
+           ) -> tuple[list[Problem], dict[str, UserRecord], dict[str, str], Rules, list[Problem]]:
+    """Problems, the canonical (effective) users, renames, the §9 rules and their lints."""
     checks = _Checks.get()
     data = doc.data
     _coerce(data)
     problems: list[Problem] = []
     users: dict[str, UserRecord] = {}
     renames: dict[str, str] = {}
+    rules = Rules()
+    rule_lints: list[Problem] = []
     raw_users = data.get("users") if type(data) is dict else None
     bad_users: set[str] = set()
     if not checks.document([data]):
@@ -220,13 +247,21 @@ def _check(doc: Document, today: str) -> tuple[list[Problem], dict[str, UserReco
             reduced = {"users": {name: raw_users[name] for name in bad_users}}
             problems.extend(p for p in _schema_problems(reduced) if p.path[:1] == ("users",))
     if type(data) is not dict:
-        return problems, users, renames
+        return problems, users, renames, rules, rule_lints
+    # The rules are used only when their sections are sound; a broken one is reported
+    # by the schema, and judging users by half a rule would only add noise.
+    sound = all(key not in data or check([data[key]])
+                for key, check in checks.rules.items())
+    if sound:
+        rules = Rules.from_data(data)
     if type(raw_users) is dict:
-        users, renames = _check_users(raw_users, bad_users, problems, today)
+        users, renames = _check_users(raw_users, bad_users, problems, today, rules)
         _group_rules(doc, data.get("recording_groups"), raw_users, renames, problems)
+        if rules:
+            rule_lints = _policy_rules(rules, users, raw_users, bad_users, problems, today)
     _account_rules(doc, data, users, bad_users, problems)
     _settings_rules(data.get("recording_settings"), problems)
-    return problems, users, renames
+    return problems, users, renames, rules, rule_lints
 
 
 def _known(doc: Document, problems: list[Problem]) -> list[Problem]:
@@ -253,7 +288,8 @@ def _invalid_users(raw_users: dict[str, Any]) -> set[str]:
 
 
 def _check_users(
-    raw_users: dict[str, Any], bad: set[str], problems: list[Problem], today: str
+    raw_users: dict[str, Any], bad: set[str], problems: list[Problem], today: str,
+    rules: Rules,
 ) -> tuple[dict[str, UserRecord], dict[str, str]]:
     """The domain rules of the users that passed the schema, and their canonical records.
 
@@ -270,6 +306,7 @@ def _check_users(
             _unique(key, users, list(map(itemgetter(key), users.values())), normal, message,
                     problems)
     renames: dict[str, str] = {}
+    defaults = rules.defaults
     for name, raw in users.items():
         raw["username"] = name
         if "phone_number" not in raw:
@@ -283,9 +320,22 @@ def _check_users(
         raw["tags"] = sorted(tags) if tags else []
         if "renamed_from" in raw:
             renames[name] = raw.pop("renamed_from")
-        cr = raw.get("call_recording")
+        if defaults:
+            own = raw.get("call_recording", ABSENT)
+            applying = rules.applying(raw)[0] if own is not None else ()
+            cr = effective_cr(raw, own, applying) if applying else \
+                (None if own is ABSENT else own)
+        else:
+            cr = raw.get("call_recording")
         if cr is None:
             raw["call_recording"] = None
+            continue
+        raw["call_recording"] = cr
+        if "product" not in cr:
+            problems.append(Problem(
+                ("users", name, "call_recording"),
+                f"{name} has call_recording fields but no product, and no default that "
+                "matches them gives one; add product: always-on or on-demand", at_key=True))
             continue
         activation = cr.get("activation_date")
         if activation is None:
@@ -432,6 +482,68 @@ def _roles_unknown(doc: Document, data: dict[str, Any]) -> bool:
         return True
     return any(p[:1] == ("users",) and (len(p) <= 2 or p[2] == "roles")
                for p in (*doc.unread, *doc.partial))
+
+
+# -- policies and exceptions (DESIGN §9, wave 2) ---------------------------------------
+
+def _policy_rules(rules: Rules, users: dict[str, UserRecord], raw_users: dict[str, Any],
+                  bad: set[str], problems: list[Problem], today: str) -> list[Problem]:
+    """Every policy on the effective users; the exceptions register. Returns its lints.
+
+    A breach without a valid exception is an error at the user's field (kind "policy",
+    so explain and report can describe it instead); an exception naming an unknown
+    policy or user, approved by someone who may not, or expired, is an error at it; one
+    that waives nothing is a warning. One pass over the users: the policies that apply
+    come from the memo of `Rules.applying`."""
+    used: set[int] = set()
+    if rules.policies:
+        for name, user in users.items():
+            for policy in rules.applying(user)[1]:
+                found = breaches(policy, user["call_recording"])
+                if not found:
+                    continue
+                waiver = waiver_for(rules, policy.name, name, today)
+                if waiver is not None:
+                    used.add(waiver.index)
+                    continue
+                for b in found:
+                    problems.append(Problem(
+                        ("users", name, "call_recording", b.field),
+                        f"policy {policy.name} requires {b.requires}; this file gives "
+                        f"{b.gives}", at_key=True, kind="policy"))
+    lints: list[Problem] = []
+    seen: dict[tuple[str, str], int] = {}
+    for w in rules.waivers:
+        at = ("exceptions", w.index)
+        if w.policy not in rules.policies:
+            hint = difflib.get_close_matches(w.policy, list(rules.policies), n=1)
+            problems.append(Problem(at + ("policy",), f"unknown policy {w.policy!r}"
+                                    + (f" (did you mean {hint[0]!r}?)" if hint else "")))
+        if w.user not in raw_users:
+            problems.append(Problem(at + ("user",), _UserHints(raw_users, {}).unknown(w.user)))
+        approver = users.get(w.approved_by)
+        if approver is None and w.approved_by not in bad:
+            problems.append(Problem(at + ("approved_by",),
+                                    _UserHints(raw_users, {}).unknown(w.approved_by)))
+        elif approver is not None and not any(has_role(approver["roles"], r.value)
+                                              for r in Role):
+            problems.append(Problem(at + ("approved_by",),
+                                    f"{w.approved_by} is neither a Decision Maker nor a "
+                                    "Phone Manager; only they may approve an exception"))
+        if not is_iso_date(w.expires):
+            problems.append(Problem(at + ("expires",), f"{w.expires!r} is not a valid date"))
+        elif not w.valid_on(today):
+            problems.append(Problem(at + ("expires",),
+                                    f"the exception expired on {w.expires} (today is "
+                                    f"{today}); renew it with a new date or remove it"))
+        elif w.index not in used and w.policy in rules.policies and w.user in users:
+            first = seen.get((w.policy, w.user))
+            lints.append(Problem(at, f"waives nothing: {w.user} meets {w.policy}"
+                                     if first is None else
+                                     f"waives nothing: exceptions[{first}] already waives "
+                                     f"{w.policy} for {w.user}"))
+        seen.setdefault((w.policy, w.user), w.index)
+    return lints
 
 
 # -- recording groups and settings (DESIGN §1-2, wave 2) -------------------------------
@@ -636,6 +748,11 @@ def _explain(error: Any) -> list[Problem]:
                                   f"{len(value.lstrip('+-'))} digits")]
         return [Problem(path, f"must be {' or '.join(TYPE_WORDS[n] for n in names)}, "
                               f"not {_describe(value)}")]
+    if kind == "enum" and error.validator_value == [True]:
+        return [Problem(path, f"must be true, not {_describe(value)} (leave it out to not "
+                              "require it)")]
+    if kind in ("minProperties", "minItems"):
+        return [Problem(path, "must not be empty")]
     if kind == "enum":
         return [Problem(path, f"{value!r} is not one of: "
                               f"{', '.join(str(v) for v in error.validator_value)}")]
@@ -716,6 +833,11 @@ def check_records(users: dict[str, UserRecord], touched: set[str]) -> list[str]:
                      or [Problem(("users", names[index]), "is invalid")])
             problems.extend(f"{field_path(p.path)}: {printable(p.message)}" for p in found)
     for record in records:
+        cr = record["call_recording"] if type(record) is dict else None
+        if type(cr) is dict and "product" not in cr:  # a file may leave it to defaults,
+            problems.append(printable(  # a record never does
+                f"{field_path(('users', record['username'], 'call_recording'))}: "
+                "missing required key 'product'"))
         if record["call_recording"] is not None and record["profile"] not in CR_PROFILES:
             problems.append(printable(
                 f"{field_path(('users', record['username']))}: Call Recording needs an "

@@ -158,6 +158,8 @@ def make_sound(doc: dict[str, Any]) -> dict[str, Any]:
     doc.pop("terminate", None)
     doc.pop("recording_groups", None)  # refused until crctl plans and stores them
     doc.pop("recording_settings", None)
+    for key in ("defaults", "policies", "exceptions"):  # semantic: tests/test_compliance.py
+        doc.pop(key, None)
     users = doc.setdefault("users", {})
     if not users:
         users["jdoe"] = {"first_name": "J", "last_name": "D", "email": "j@d.example",
@@ -170,6 +172,8 @@ def make_sound(doc: dict[str, Any]) -> dict[str, Any]:
         cr = user.get("call_recording")
         if cr is not None and user["profile"] not in CR_PROFILES:
             user["call_recording"] = None
+        elif type(cr) is dict and "product" not in cr:  # only a default could give one
+            cr["product"] = "on-demand"
         old = user.get("renamed_from")
         if old is not None and (old in names or old in claimed or old == name):
             del user["renamed_from"]
