@@ -140,6 +140,11 @@ def color_enabled() -> bool:
                          sys.stdout is not None and sys.stdout.isatty())
 
 
+def inert_lines(text: str) -> str:
+    """Human output made of file values (reasons, locations, tags): each line inert."""
+    return "".join(inert_text(line) + "\n" for line in text.splitlines())
+
+
 def echo_human(text: str) -> None:
     """Print a text plan: with colour forced, click must keep the ANSI codes it would strip
     from a pipe (the text has none when colour is off)."""
@@ -171,6 +176,8 @@ TODAY_ENV = ("CRCTL_TODAY",)
 # CRCTL_DEBUG only).
 COMMAND_ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "validate": TODAY_ENV,
+    "explain": TODAY_ENV,
+    "report": STATE_ENV + TODAY_ENV,
     "plan": STATE_ENV + TODAY_ENV + COLOR_ENV,
     "show": COLOR_ENV,
     "apply": STATE_ENV + LOCK_ENV + TODAY_ENV + COLOR_ENV,
@@ -215,9 +222,10 @@ class OrderedGroup(click.Group):
                              "lock_lease).")
 
 
-COMMAND_ORDER = ("validate", "plan", "show", "apply", "sync", "users", "import", "accounts",
+COMMAND_ORDER = ("validate", "plan", "show", "apply", "explain", "report", "sync", "users",
+                 "import", "accounts",
                  "history", "audit", "terminate", "force-unlock", "init", "migrate-state",
-                 "schema", "explain", "report")
+                 "schema")
 
 
 @click.group(cls=OrderedGroup,
@@ -764,6 +772,112 @@ def users_access_report(current: CurrentAccount, selected: list[dict[str, str]] 
     else:
         click.echo(accessreport.as_text(reaches), nl=False)
         click.echo(f"{counted(len(reaches), 'CR user')}.", err=True)
+
+
+@cli.command()
+@global_options
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("username")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="json: {account, path, user, full_name, attributes, call_recording: "
+                   "{FIELD: {value, from, line}} or null, no_call_recording, policies: "
+                   "[{name, description, requires, status, breaches, exception}]}.")
+def explain(path: str, username: str, fmt: str) -> None:
+    """Why a user has the Call Recording they have, and which policies they meet.
+
+    Prints the user's effective CR settings, where each field came from (the user's
+    own line or the default that gave it), and every policy that matches them: met,
+    waived (by which exception, until when) or broken. Works offline; a file whose
+    only problems are policy breaches is explained, not refused.
+
+    \b
+    Example:
+      crctl explain accounts/acme.yaml jdoe
+    """
+    from reconciler.compliance import explain as explain_user
+    from reconciler.compliance import explain_text
+    from reconciler.loader import load_file
+    from reconciler.policy import ABSENT
+    from reconciler.validate import desired_from_document
+
+    doc = load_file(path, strict=False)
+    raw_users = doc.data.get("users") if type(doc.data) is dict else None
+    raw = raw_users.get(username) if type(raw_users) is dict else None
+    own = raw.get("call_recording", ABSENT) if type(raw) is dict else ABSENT
+    own = dict(own) if type(own) is dict else own  # validation completes the record
+    desired = desired_from_document(doc, today(), breaches_fatal=False)
+    if username not in desired.users:
+        import difflib
+
+        hint = difflib.get_close_matches(username, list(desired.users), n=1)
+        raise InputError(inert_text(
+            f"{path}: no user {username!r}" + (f" (did you mean {hint[0]!r}?)" if hint
+                                               else "")))
+    data = explain_user(doc, desired, username, own, today())
+    if fmt == "json":
+        emit_json(data)
+        return
+    click.echo(inert_lines(explain_text(data)), nl=False)
+
+
+@cli.command()
+@global_options
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Report on the state as it was at the end of this ISO date (its last "
+                   "version on or before it), with the exceptions valid that day. "
+                   "Default: today, the current state.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "markdown"]),
+              default="text", show_default=True,
+              help="json: {as_of, accounts: [{account, path, serial, policies: [{name, "
+                   "description, requires, in_scope, compliant, waived, breaking}]}], "
+                   "sha256}.")
+@click.pass_obj
+def report(ctx: Context, paths: tuple[str, ...], as_of: str | None, fmt: str) -> None:
+    """Compliance evidence: the files' policies against the current state.
+
+    Per policy: the users in scope, those compliant and since when (from the audit
+    log), those waived (with the exception) and those breaking it. It reads the
+    state, not the files' users, so a change made outside them (by hand in the portal,
+    or by another file) shows up here. The sha256 is that of the report's canonical
+    JSON without its own key: a printed report can be checked against the JSON.
+
+    \b
+    Examples:
+      crctl report accounts/
+      crctl report accounts/acme.yaml --as-of 2026-12-31 --format markdown > evidence.md
+    """
+    from reconciler import service
+    from reconciler.compliance import AccountEvidence, report_markdown, report_rows, report_text
+    from reconciler.compliance import report as make_report
+    from reconciler.model import is_iso_date
+
+    day = today()
+    if as_of is not None:
+        if not is_iso_date(as_of):
+            raise InputError(f"--as-of {inert_text(as_of)}: expected an ISO date such as "
+                             "2026-12-01")
+        day = as_of
+    desired = service.load_all(list(paths), day, breaches_fatal=False)
+    backend = backend_of(ctx)
+    evidence = [AccountEvidence(d, *service.state_as_of(backend, d.account, as_of))
+                for d in desired]
+    data = make_report(evidence, day)
+    if fmt == "json":
+        emit_json(data)
+    elif fmt == "csv":
+        from reconciler import userlist
+        from reconciler.compliance import REPORT_COLUMNS
+
+        click.echo(userlist.csv_text(REPORT_COLUMNS, report_rows(data)), nl=False)
+    elif fmt == "markdown":
+        from reconciler.inert import inert_markdown
+
+        click.echo(report_markdown(data, lambda v: inert_markdown(str(v))), nl=False)
+    else:
+        click.echo(state_header(backend), nl=False)
+        click.echo(inert_lines(report_text(data)), nl=False)
 
 
 @cli.command("import")

@@ -25,7 +25,13 @@ from reconciler.applier import (
     check_actors,
     check_fresh,
 )
-from reconciler.backends.base import Backend, LockInfo, check_account_id, new_change
+from reconciler.backends.base import (
+    AuditFilter,
+    Backend,
+    LockInfo,
+    check_account_id,
+    new_change,
+)
 from reconciler.errors import (
     CrctlError,
     InputError,
@@ -52,15 +58,17 @@ class Planned:
     violations: tuple[str, ...]
 
 
-def load_all(paths: list[str], today: str) -> list[DesiredAccount]:
-    """Every desired file under `paths`; all problems of all files in one error."""
+def load_all(paths: list[str], today: str, *,
+             breaches_fatal: bool = True) -> list[DesiredAccount]:
+    """Every desired file under `paths`; all problems of all files in one error.
+    breaches_fatal=False: policy breaches are kept on each file, not refused (report)."""
     files = expand_paths(paths)
     if not files:
         raise InputError(f"no *.yaml or *.yml files in {printable(', '.join(paths))}")
     desired, diagnostics = [], []
     for path in files:
         try:
-            desired.append(load_desired(path, today))
+            desired.append(load_desired(path, today, breaches_fatal=breaches_fatal))
         except ValidationFailed as exc:
             diagnostics.extend(exc.diagnostics)
     if diagnostics:
@@ -413,6 +421,27 @@ def sync(backend: Backend, account: str, today: str, actor: str | None,
             applier.sync_mirror(state, mirror, outcome)
         outcome.serial = state.serial
         return outcome
+
+
+def state_as_of(backend: Backend, account: str, day: str | None
+                ) -> tuple[CurrentAccount, list[dict[str, Any]]]:
+    """The account as it was at the end of `day` (its last version on or before it; the
+    current one when that is the newest) and its audit entries up to then, oldest first;
+    day None: the current state and the whole log. An account with no version by then is
+    an error: there is nothing to report on."""
+    account = check_account_id(account)
+    if day is None:
+        return read_existing(backend, account), list(backend.audit(account))
+    versions = [v for v in backend.history(account)
+                if v.time is not None and v.time[:10] <= day]
+    if not versions:
+        raise InputError(f"account {account} has no version on or before {day} in "
+                         f"{describe(backend)}")
+    current = backend.read_account(account)
+    if versions[-1].serial != current.serial:
+        current = backend.read_account(account, versions[-1].serial)
+    audit = list(backend.audit(account, AuditFilter(until=day)))
+    return current, audit
 
 
 def read_existing(backend: Backend, account: str) -> CurrentAccount:
