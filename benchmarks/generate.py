@@ -82,9 +82,53 @@ def to_yaml(account: str, users: dict[str, dict[str, Any]]) -> str:
         lines.append(f"    location: {u['location']}")
         if u.get("roles"):
             lines.append(f"    roles: [{', '.join(u['roles'])}]")
+        if u.get("tags"):
+            lines.append(f"    tags: [{', '.join(u['tags'])}]")
         if u.get("call_recording"):
             lines.append("    call_recording:")
             lines.append(f"      product: {u['call_recording']['product']}")
+            if u["call_recording"].get("access"):
+                lines.append(f"      access: {u['call_recording']['access']}")
+    return "\n".join(lines) + "\n"
+
+
+# -- the wave-2 shapes: recording groups, defaults and policies -------------------------
+
+def with_groups(users: dict[str, dict[str, Any]], size: int = 1000) -> str:
+    """Put the CR users in recording groups of `size` members, each managed by the CR
+    user before them (given own-group access, as a real manager has); returns the
+    `recording_groups:` section. Users are changed in place (their CR access)."""
+    cr = [n for n, u in users.items() if u.get("call_recording")]
+    size = min(size, max(1, len(cr) // 10))  # a small account still gets some groups
+    lines = ["recording_groups:"]
+    for number, start in enumerate(range(0, len(cr) - size, size + 1)):
+        manager, members = cr[start], cr[start + 1:start + 1 + size]
+        users[manager]["call_recording"] = {**users[manager]["call_recording"],
+                                            "access": "own-group"}
+        lines += [f"  g{number:03d}:", f"    managers: [{manager}]",
+                  f"    members: [{', '.join(members)}]"]
+    return "\n".join(lines) + "\n"
+
+
+def with_rules(users: dict[str, dict[str, Any]], count: int = 20) -> str:
+    """`count` defaults and `count` policies that every user meets: CR users carry one of
+    `count` tags, each policy requires CR of its tag's users, each default adjusts the
+    access of one location and profile (no product: it never enables anyone). Returns the
+    `defaults:` and `policies:` sections; users are changed in place (their tags)."""
+    for i, user in enumerate(users.values()):
+        if user.get("call_recording"):
+            user["tags"] = [f"t{i % count:02d}"]
+        else:
+            user.pop("tags", None)
+    pairs = [(c, p) for c in CITIES for p in PROFILES_CR][:count]
+    lines = ["defaults:"]
+    for city, profile in pairs:
+        lines += [f"  - match: {{location: {city}, profile: {profile}}}",
+                  "    call_recording: {access: own-group}"]
+    lines.append("policies:")
+    for t in range(count):
+        lines += [f"  p{t:02d}:", f"    description: tag t{t:02d} is recorded",
+                  f"    match: {{tags: [t{t:02d}]}}", "    require: {product: any}"]
     return "\n".join(lines) + "\n"
 
 

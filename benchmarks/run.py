@@ -54,12 +54,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import change, make_users, to_yaml  # noqa: E402
+from generate import change, make_users, to_yaml, with_groups, with_rules  # noqa: E402
 
 TODAY = "2026-11-25"
 CHILD = str(HERE / "child.py")
 DEFAULT_SIZES = "1000,10000,100000"
 DEFAULT_MSP = ((1000, 50), (10000, 10))
+SHAPE_OPS = ("floor", "validate", "plan", "apply-1%", "apply-new")
 FLOOR = """
 import sys
 from yaml.cyaml import CParser
@@ -158,23 +159,40 @@ def crctl_env() -> dict[str, str]:
 CRCTL = [sys.executable, "-m", "reconciler"]
 
 
-def write_single(work: Path, n: int) -> tuple[Path, Path, Path]:
+SHAPES = {"groups": "35 recording groups of 1,000 members",
+          "rules": "20 defaults and 20 policies"}
+
+
+def shaped(users: dict[str, dict[str, Any]], shape: str | None) -> str:
+    """The account's YAML in one of the wave-2 SHAPES (None: users only)."""
+    if shape == "groups":
+        extra = with_groups(users)
+    elif shape == "rules":
+        extra = with_rules(users)
+    else:
+        extra = ""
+    return to_yaml("big", users) + extra
+
+
+def write_single(work: Path, n: int, shape: str | None = None) -> tuple[Path, Path, Path]:
     """The base and 1%-changed files of one account of n users, and the applied state."""
     users = make_users(n)
     base = work / "base" / "big.yaml"
     changed = work / "changed" / "big.yaml"
     base.parent.mkdir(parents=True, exist_ok=True)
     changed.parent.mkdir(parents=True, exist_ok=True)
-    base.write_text(to_yaml("big", users), encoding="utf-8")
-    changed.write_text(to_yaml("big", change(users, 1.0)), encoding="utf-8")
+    changed_users = change(users, 1.0)
+    base.write_text(shaped(users, shape), encoding="utf-8")
+    changed.write_text(shaped(changed_users, shape), encoding="utf-8")
     applied = work / "state-base"
     run([*CRCTL, "--state-dir", str(applied), "apply", str(base), "--auto-approve"],
         crctl_env())
     return base, changed, applied
 
 
-def bench_size(n: int, repeat: int, naive: bool, pinned: bool, work: Path) -> list[Json]:
-    base, changed, applied = write_single(work, n)
+def bench_size(n: int, repeat: int, naive: bool, pinned: bool, work: Path,
+               shape: str | None = None) -> list[Json]:
+    base, changed, applied = write_single(work, n, shape)
     env = crctl_env()
     scratch = work / "state-scratch"
 
@@ -208,6 +226,8 @@ def bench_size(n: int, repeat: int, naive: bool, pinned: bool, work: Path) -> li
     for r in results:
         floor = floors["floor pinned" if r["op"].endswith("pinned") else "floor"]
         r["users"] = n
+        if shape:
+            r["shape"] = shape
         r["ratio_to_floor"] = r["median_s"] / floor if floor else None
         r["us_per_user"] = r["median_s"] / n * 1e6
     return results
@@ -378,6 +398,14 @@ def targets(report: Json) -> list[Json]:
     r = find(res, big, "plan")
     if r:
         add("100,000 users: plan peak memory", r["peak_mib"], 1024, "MiB")
+    for shape in report.get("shapes", []):
+        n = shape["users"]
+        for op, limit in (("plan", 2.5), ("apply-1%", 3.0), ("apply-new", 4.0),
+                          ("validate", 1.5)):
+            r = find(shape["results"], n, op)
+            if r:
+                add(f"{n:,} users with {SHAPES[shape['shape']]}: {op} / floor",
+                    r["ratio_to_floor"], limit, "x", design=n == big)
     r = find(res, 10_000, "plan")
     if r:
         add("10,000 users: plan", r["median_s"], 0.6, "s")
@@ -467,6 +495,20 @@ def markdown(report: Json, heading: str = "##") -> str:
                 cells.append(f"{r['median_s']:.2f}, {r['ratio_to_floor']:.2f}×, "
                              f"{r['peak_mib']:,.0f}" if r else "–")
             lines.append(f"| {LABELS.get(op, op)} | " + " | ".join(cells) + " |")
+    if report.get("shapes"):
+        lines += ["", f"{heading}# One account with groups, defaults and policies", "",
+                  "The same accounts with the wave-2 parts of the file (each against the "
+                  "floor of its own file).", "",
+                  "| shape | " + " | ".join(LABELS.get(op, op) for op in SHAPE_OPS)
+                  + " |", "|---" * (len(SHAPE_OPS) + 1) + "|"]
+        for shape in report["shapes"]:
+            cells = []
+            for op in SHAPE_OPS:
+                r = find(shape["results"], shape["users"], op)
+                cells.append(f"{r['median_s']:.2f} s, {r['ratio_to_floor']:.2f}×" if r
+                             else "–")
+            lines.append(f"| {shape['users']:,} users, {SHAPES[shape['shape']]} | "
+                         + " | ".join(cells) + " |")
     if report["msp"]:
         lines += ["", f"{heading}# Many accounts (an MSP)", "",
                   "A directory of accounts next to one account with as many users, in the "
@@ -594,6 +636,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="open-file limit of the largest MSP shape's apply (0: none)")
     parser.add_argument("--pinned", type=int,
                         help="users of the pinned plan (default the largest size; 0: none)")
+    parser.add_argument("--shapes", default="groups,rules",
+                        help="wave-2 shapes of the largest account: groups, rules, or none "
+                             "(default groups,rules)")
     parser.add_argument("--pg", action="store_true", help="the PostgreSQL figures")
     parser.add_argument("--pg-sizes", help="users for pg plan/apply (default the largest)")
     parser.add_argument("--runners", default="1000,5,8",
@@ -629,6 +674,11 @@ def main(argv: list[str] | None = None) -> None:
             report["results"] += bench_size(n, args.repeat, not args.no_naive and n == largest,
                                             n == pinned, work / str(n))
             print(f"... {n:,} users done", file=sys.stderr)
+        report["shapes"] = []
+        for shape in [x for x in args.shapes.split(",") if x in SHAPES] if largest else []:
+            report["shapes"].append({"shape": shape, "users": largest, "results": bench_size(
+                largest, args.repeat, False, False, work / f"shape-{shape}", shape)})
+            print(f"... {largest:,} users with {SHAPES[shape]} done", file=sys.stderr)
         if pinned and pinned not in sizes:
             report["results"] += [r for r in bench_size(pinned, args.repeat, False, True,
                                                         work / f"pin{pinned}")
