@@ -889,23 +889,30 @@ def report(ctx: Context, paths: tuple[str, ...], as_of: str | None, fmt: str) ->
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.option("--serial", type=click.IntRange(min=1), metavar="N",
               help="An older version (see `crctl history ACCOUNT`).")
+@click.option("--factor", is_flag=True,
+              help="Propose `defaults` (one per location, where it saves lines) instead of "
+                   "every user's call_recording; checked by planning the result.")
 @click.pass_obj
 def import_(ctx: Context, account: str, out: str | None, force: bool,
-            serial: int | None) -> None:
+            serial: int | None, factor: bool) -> None:
     """Write the current account as desired-state YAML (planning it shows no changes).
 
     An existing FILE is replaced only with --force; a failed write leaves it as it was.
 
     \b
-    Example:
+    Examples:
       crctl import acme --out accounts/acme.yaml
+      crctl import acme --factor --out accounts/acme.yaml
     """
     from reconciler import service
     from reconciler.importer import to_yaml
 
     backend = backend_of(ctx)
     current = service.read_existing(backend, account)
-    text = to_yaml(current if serial is None else backend.read_account(account, serial))
+    source = current if serial is None else backend.read_account(account, serial)
+    text = to_yaml(source)
+    if factor:
+        text = service.factored(source, text, today())
     if out:
         from reconciler.outfile import write_private
 

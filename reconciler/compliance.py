@@ -275,15 +275,18 @@ def report_text(data: dict[str, Any]) -> str:
                          + (f" ({p['description']})" if p["description"] else ""))
             lines.append(f"    {p['in_scope']} in scope: {len(p['compliant'])} compliant, "
                          f"{len(p['waived'])} waived, {len(p['breaking'])} breaking")
+            width = max((len(x["user"]) for key in ("compliant", "waived", "breaking")
+                         for x in p[key]), default=0)
             for c in p["compliant"]:
-                lines.append(f"    compliant  {c['user']}  since {c['since'] or 'unknown'}")
+                lines.append(f"    compliant  {c['user']:<{width}}  since "
+                             f"{c['since'] or 'unknown'}")
             for w in p["waived"]:
                 e = w["exception"]
-                lines.append(f"    waived     {w['user']}  by exceptions[{e['index']}] until "
-                             f"{e['expires']} (approved by {e['approved_by']}): "
+                lines.append(f"    waived     {w['user']:<{width}}  by exceptions[{e['index']}]"
+                             f" until {e['expires']} (approved by {e['approved_by']}): "
                              f"{e['reason']}")
             for b in p["breaking"]:
-                lines.append(f"    BREAKING   {b['user']}  " + "; ".join(
+                lines.append(f"    BREAKING   {b['user']:<{width}}  " + "; ".join(
                     f"requires {x['requires']}, the state has {x['has']}"
                     for x in b["breaches"]))
     lines += ["", f"Report sha256: {data['sha256']}"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 
-from reconciler.model import CurrentAccount, RoleEntry
+from reconciler.model import CR_PROFILES, CurrentAccount, RoleEntry, UserRecord
 
 PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._@+/'()-]*$")
 RESERVED = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"))
@@ -55,8 +55,54 @@ def _role(role: RoleEntry) -> str:
                      for key, places in role.items())
 
 
-def to_yaml(account: CurrentAccount) -> str:
-    """The account as a desired-state file that plans to no changes."""
+CRKey = tuple[str, bool, str]  # product, prevent_remove, access: what a default can give
+
+
+def factor_defaults(account: CurrentAccount) -> dict[str, CRKey]:
+    """`import --factor`: per location, the CR settings a `defaults` entry should give.
+
+    A location gets a default when it saves lines: the users with its most common
+    settings drop their call_recording block (3-5 lines each), while its eligible users
+    without CR then need `call_recording: null` (1 line) and the default costs 3-5.
+    Users without a location, and activation dates, always stay explicit."""
+    by_location: dict[str, dict[CRKey, int]] = {}
+    without: dict[str, int] = {}
+    for user in account.users.values():
+        place = user["location"]
+        if place is None or user["profile"] not in CR_PROFILES:
+            continue
+        cr = user["call_recording"]
+        if cr is None:
+            without[place] = without.get(place, 0) + 1
+            continue
+        key = (cr["product"], cr["prevent_remove"], cr["access"])
+        counts = by_location.setdefault(place, {})
+        counts[key] = counts.get(key, 0) + 1
+    out: dict[str, CRKey] = {}
+    for place, counts in sorted(by_location.items()):
+        key, same = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        block = 2 + key[1] + (key[2] != "none")
+        if same * block > without.get(place, 0) + block + 2:
+            out[place] = key
+    return out
+
+
+def _default_lines(defaults: dict[str, CRKey]) -> list[str]:
+    lines = ["defaults:"]
+    for place, (product, prevent_remove, access) in defaults.items():
+        lines += [f"  - match: {{location: {scalar(place)}}}", "    call_recording:",
+                  f"      product: {product}"]
+        if prevent_remove:
+            lines.append("      prevent_remove: true")
+        if access != "none":
+            lines.append(f"      access: {access}")
+    return lines
+
+
+def to_yaml(account: CurrentAccount, defaults: dict[str, CRKey] | None = None) -> str:
+    """The account as a desired-state file that plans to no changes; with `defaults`
+    (from factor_defaults), CR settings a location's default gives are left to it."""
+    defaults = defaults or {}
     lines = [f"# Imported from the current state of account {account.account} "
              f"(serial {account.serial}).",
              *SCHEMA_HINT,
@@ -67,6 +113,8 @@ def to_yaml(account: CurrentAccount) -> str:
         lines += ["recording_settings:", f"  time_zone: {scalar(account.time_zone)}"]
     if account.groups:
         lines += _groups(account)
+    if defaults:
+        lines += _default_lines(defaults)
     users = sorted(account.users.values(), key=lambda u: u["username"])
     lines.append("users:" if users else "users: {}")
     for user in users:
@@ -83,17 +131,29 @@ def to_yaml(account: CurrentAccount) -> str:
             lines.append(f"    roles: [{', '.join(map(_role, user['roles']))}]")
         if user["tags"]:
             lines.append(f"    tags: [{', '.join(user['tags'])}]")
-        cr = user["call_recording"]
-        if cr is not None:
-            lines.append("    call_recording:")
-            lines.append(f"      product: {cr['product']}")
-            if cr["activation_date"]:
-                lines.append(f"      activation_date: {cr['activation_date']}")
-            if cr["prevent_remove"]:
-                lines.append("      prevent_remove: true")
-            if cr["access"] != "none":
-                lines.append(f"      access: {cr['access']}")
+        lines += _cr_lines(user, defaults.get(user["location"] or "")
+                           if user["profile"] in CR_PROFILES else None)
     return "\n".join(lines) + "\n"
+
+
+def _cr_lines(user: UserRecord, given: CRKey | None) -> list[str]:
+    """The user's call_recording block; `given`: what a default of their location gives
+    them (then only what differs is written, and no CR is an explicit null)."""
+    cr = user["call_recording"]
+    if cr is None:
+        return ["    call_recording: null"] if given is not None else []
+    if given is not None and (cr["product"], cr["prevent_remove"], cr["access"]) == given:
+        if not cr["activation_date"]:
+            return []
+        return ["    call_recording:", f"      activation_date: {cr['activation_date']}"]
+    lines = ["    call_recording:", f"      product: {cr['product']}"]
+    if cr["activation_date"]:
+        lines.append(f"      activation_date: {cr['activation_date']}")
+    if cr["prevent_remove"] or given is not None:
+        lines.append(f"      prevent_remove: {'true' if cr['prevent_remove'] else 'false'}")
+    if cr["access"] != "none" or given is not None:
+        lines.append(f"      access: {cr['access']}")
+    return lines
 
 
 def _groups(account: CurrentAccount) -> list[str]:

@@ -206,6 +206,7 @@ class DesiredAccount:
     warnings: tuple[Diagnostic, ...] = ()
     # defaults, policies, exceptions (DESIGN §9); `users` already holds effective values
     rules: Rules | None = None
+    raw_policies: dict[str, Any] | None = None  # `policies` as written (the plan's hook)
     # policy breaches, when loaded for explain/report (validate and plan refuse them)
     breaches: tuple[Diagnostic, ...] = ()
 

@@ -132,6 +132,11 @@ class Plan:
     violations: tuple[str, ...] = ()  # the safety limits it breaks (safety.violations)
     forced: bool = False  # made with --force: applying needs no second --force while
     #                       the violations at apply time are these recorded ones
+    # DESIGN §9's policy hook, only in a plan of a file with policies: {"policies": {name:
+    # {description, match, require}}, "users": {username: {location, profile, roles,
+    # tags, policies}}} for every user an action names, so an organisation's own
+    # conftest/OPA rule can judge the plan (effective attributes, the matched policies)
+    policy_input: dict[str, Any] | None = None
     checksum: str | None = field(default=None, compare=False)
     # made in this run by the planner from desired files validated in this run: the
     # records its actions carry passed the schema and the domain rules already, so the
@@ -203,6 +208,7 @@ class Plan:
             "safety": {"max_remove_pct": self.max_remove_pct},
             "violations": list(self.violations),
             "forced": self.forced,
+            **({"policy_input": self.policy_input} if self.policy_input is not None else {}),
         }
 
     def document_checksum(self) -> str:
@@ -225,8 +231,8 @@ class Plan:
         }
         order = ("format_version", "tool_version", "account", "created_at", "desired",
                  "prior_state", "actions", "summary", "mir", "safety", "violations",
-                 "forced", "digest", "checksum")
-        return {k: doc[k] for k in order}
+                 "forced", "policy_input", "digest", "checksum")
+        return {k: doc[k] for k in order if k in doc}
 
 
 def _as_text(path: str | None) -> str | None:
@@ -498,6 +504,7 @@ def _from_document(path: str, doc: Any) -> Plan:
         tool_version=doc["tool_version"],
         violations=tuple(doc["violations"]),
         forced=doc["forced"],
+        policy_input=doc.get("policy_input"),
         checksum=actual,
     )
     plan._memo["digest"] = doc["digest"]  # verified above: no second pass to render it

@@ -93,7 +93,34 @@ def plan_one(backend: Backend, desired: DesiredAccount, today: str) -> Planned:
     plan = make_plan(desired, current, mirror, today, created_at=now_iso())
     found = tuple(safety.violations(plan, current, plan.max_remove_pct,
                                     backend.tombstones(desired.account)))
-    return Planned(replace(plan, violations=found), current, mirror, found)
+    hook = policy_input(desired, plan, current)
+    return Planned(replace(plan, violations=found, policy_input=hook), current, mirror, found)
+
+
+def policy_input(desired: DesiredAccount, plan: Plan, current: CurrentAccount
+                 ) -> dict[str, Any] | None:
+    """The plan's policy hook (Plan.policy_input), or None for a file without policies.
+    A user an action names is described as the file has them (effective values), or as
+    the state has them when the file deletes them."""
+    rules = desired.rules
+    if rules is None or not rules.policies:
+        return None
+    raw = desired.raw_policies
+    users: dict[str, Any] = {}
+    by_id = current.users
+    for action in plan.actions:
+        name = action.user
+        if name is None or name in users:
+            continue
+        record: Any = desired.users.get(name)
+        if record is None and action.user_id is not None:
+            record = by_id.get(action.user_id)
+        if record is None:
+            continue
+        users[name] = {"location": record["location"], "profile": record["profile"],
+                       "roles": record["roles"], "tags": record["tags"],
+                       "policies": [p.name for p in rules.applying(record)[1]]}
+    return {"policies": raw, "users": users}
 
 
 def enforce(planned: list[Planned], force: bool) -> None:
@@ -442,6 +469,31 @@ def state_as_of(backend: Backend, account: str, day: str | None
         current = backend.read_account(account, versions[-1].serial)
     audit = list(backend.audit(account, AuditFilter(until=day)))
     return current, audit
+
+
+def factored(source: CurrentAccount, explicit: str, today: str) -> str:
+    """`import --factor`: the account with proposed `defaults`, proven to plan exactly as
+    the explicit import does (the same effective users, so no changes), else an error."""
+    from reconciler.importer import factor_defaults, to_yaml
+    from reconciler.loader import load_bytes
+    from reconciler.validate import desired_from_document
+
+    defaults = factor_defaults(source)
+    if not defaults:
+        sys.stderr.write("No default would save lines: the import is explicit.\n")
+        return explicit
+    text = to_yaml(source, defaults)
+    name = f"{source.account}.yaml"
+    mirror = Mirror(source.account)
+    plans = [make_plan(desired_from_document(load_bytes(name, t.encode()), today), source,
+                       mirror, today) for t in (explicit, text)]
+    if plans[1].actions != plans[0].actions:  # pragma: no cover - a bug in factoring
+        raise InputError(f"the factored import of {source.account} would plan changes; "
+                         "use the explicit import (without --factor)")
+    saved = explicit.count("\n") - text.count("\n")
+    sys.stderr.write(f"{len(defaults)} default(s) proposed; the file is {saved} lines "
+                     "shorter and plans as the explicit import does.\n")
+    return text
 
 
 def read_existing(backend: Backend, account: str) -> CurrentAccount:

@@ -174,6 +174,7 @@ def desired_from_document(doc: Document, today: str, *,
         time_zone=(data.get("recording_settings") or {}).get("time_zone"),
         warnings=warnings,
         rules=rules if rules else None,
+        raw_policies=data.get("policies"),
         breaches=breaches_found,
     )
 

@@ -400,3 +400,134 @@ def test_compliant_since_comes_from_the_audit_log(tmp_path: Path) -> None:
     doc = json.loads(crctl("report", path, "--format", "json", state=state).stdout)
     assert doc["accounts"][0]["policies"][0]["compliant"] == [
         {"user": "kli", "since": changed[-1]}]
+
+
+# -- the README's worked example ------------------------------------------------------
+
+def test_the_readme_compliance_example_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """Each `$ crctl` line of the README's compliance block, run in order on one state,
+    prints what the README shows; the audit times and the report's sha256 (which covers
+    them) are the run's own."""
+    import re
+    import shutil
+
+    from support import EXAMPLES, REPO
+    from test_readme_tour import run
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Compliance as code: defaults, policies, exceptions\n")[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    assert [c.split()[1] for c, _ in steps if c.split()[1] != "--actor"] == [
+        "validate", "explain", "explain", "report"]
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    stamp = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+    digest = re.compile(r"Report sha256: [0-9a-f]{64}")
+    for command, expected in steps:
+        while expected and not expected[-1]:
+            expected.pop()
+        shown = run(command, tmp_path)
+        normal = [digest.sub("Report sha256: -", stamp.sub("TIME", line)) for line in shown]
+        wanted = [digest.sub("Report sha256: -", stamp.sub("TIME", line)) for line in expected]
+        assert normal == wanted, command
+    # the breach the README quotes
+    example = tmp_path / "examples" / "compliance" / "trading.yaml"
+    example.write_text(example.read_text().replace("access: own-group", "product: on-demand"))
+    result = crctl("validate", "examples/compliance/trading.yaml", cwd=tmp_path)
+    quoted = " ".join(section.split("(the example with mrossi's")[1].split("`")[5:6][0]
+                      .split())
+    assert result.returncode == 1 and quoted in result.stderr, (quoted, result.stderr)
+
+
+# -- the policy hook (plan JSON for conftest / OPA) -----------------------------------
+
+HOOK_POLICY = ("policies:\n  desk-recording:\n    description: desks are recorded\n"
+               "    match: {tags: [desk]}\n    require: {product: any}\n")
+
+
+def test_a_plan_of_a_file_with_policies_carries_the_policy_input(tmp_path: Path) -> None:
+    path = write(tmp_path, BOSS,
+                 person("kli", "2102", tags="[desk, mifid]", cr="product: on-demand"),
+                 tail=HOOK_POLICY)
+    state = tmp_path / "state"
+    doc = json.loads(crctl("plan", path, "--format", "json", state=state).stdout)
+    assert doc["policy_input"] == {
+        "policies": {"desk-recording": {"description": "desks are recorded",
+                                        "match": {"tags": ["desk"]},
+                                        "require": {"product": "any"}}},
+        "users": {
+            "jdoe": {"location": "Ottawa", "profile": "Elite", "roles": ["decision-maker"],
+                     "tags": [], "policies": []},
+            "kli": {"location": "Ottawa", "profile": "Elite", "roles": [],
+                    "tags": ["desk", "mifid"], "policies": ["desk-recording"]}}}
+    # a saved plan keeps it under its checksum, and applies
+    out = tmp_path / "plan.json"
+    assert crctl("plan", path, "--out", out, state=state).returncode == 0
+    saved = json.loads(out.read_text())
+    assert saved["policy_input"] == doc["policy_input"]
+    result = crctl("apply", out, state=state, actor="jdoe")
+    assert result.returncode == 0, result.stderr
+    # a file without policies makes the plan it always made
+    plain = write(tmp_path, BOSS)
+    assert "policy_input" not in json.loads(
+        crctl("plan", plain, "--format", "json", state=tmp_path / "s2").stdout)
+
+
+def test_the_example_rego_rule_denies_a_plan(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from support import EXAMPLES
+
+    conftest, opa = shutil.which("conftest"), shutil.which("opa")
+    if conftest is None and opa is None:
+        pytest.skip("neither conftest nor opa is installed")
+    path = write(tmp_path, BOSS,
+                 person("kli", "2102", tags="[desk, mifid]", cr="product: on-demand"),
+                 tail=HOOK_POLICY)
+    plan = tmp_path / "plan.json"
+    plan.write_text(crctl("plan", path, "--format", "json", state=tmp_path / "s").stdout)
+    rules = EXAMPLES / "policy"
+    if conftest is not None:
+        result = subprocess.run([conftest, "test", "--policy", str(rules), str(plan)],
+                                capture_output=True, text=True, timeout=60)
+    else:
+        result = subprocess.run([str(opa), "eval", "--fail-defined", "-d", str(rules), "-i",
+                                 str(plan), "data.main.deny[x]"], capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode != 0
+    assert "acme: kli is tagged mifid and may not get On-Demand" in result.stdout
+
+
+def test_import_factor_proposes_defaults_that_plan_no_changes(tmp_path: Path) -> None:
+    users = [BOSS] + [person(f"ott{i}", f"22{i:02d}", cr="product: on-demand; access: own-group")
+                      for i in range(8)]
+    users += [person("odd", "2301", cr="product: always-on"),
+              person("none1", "2302"), person("desk", "2303", profile="Courtesy"),
+              person("act", "2304", cr="product: on-demand; access: own-group; "
+                                       "activation_date: 2027-01-04"),
+              person("tor", "2305", location="Toronto", cr="product: always-on")]
+    path = write(tmp_path, *users)
+    state = tmp_path / "state"
+    assert crctl("apply", path, "--auto-approve", state=state, actor="jdoe").returncode == 0
+    explicit = crctl("import", "acme", state=state).stdout
+    result = crctl("import", "acme", "--factor", state=state)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert ("defaults:\n  - match: {location: Ottawa}\n    call_recording:\n"
+            "      product: on-demand\n      access: own-group\n") in text
+    assert text.count("\n") < explicit.count("\n")
+    assert "1 default(s) proposed; the file is" in result.stderr
+    factored = tmp_path / "factored" / "acme.yaml"
+    factored.parent.mkdir()
+    factored.write_text(text)
+    plan = crctl("plan", factored, "--detailed-exitcode", state=state)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    # the exceptions to the default are explicit
+    assert "  none1:\n" in text and "    call_recording: null\n" in text
+    assert "      product: always-on\n      prevent_remove: false\n      access: none\n" in text
