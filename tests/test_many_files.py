@@ -586,10 +586,10 @@ def test_crctl_help_lists_every_command_in_workflow_order() -> None:
 STATE_VARS = ("CRCTL_STATE", "CRCTL_STATE_DIR", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER",
               "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSSLMODE")
 COLOR_VARS = ("NO_COLOR", "FORCE_COLOR", "CLICOLOR_FORCE")
-OFFLINE = {"validate", "show", "schema"}  # commands that never read the state
+OFFLINE = {"validate", "show", "schema", "explain"}  # commands that never read the state
 READS = {
     "CRCTL_ACTOR": {"apply", "sync", "terminate", "migrate-state"},
-    "CRCTL_TODAY": {"validate", "plan", "apply", "sync", "terminate"},
+    "CRCTL_TODAY": {"validate", "plan", "apply", "sync", "terminate", "explain", "report"},
     **dict.fromkeys(COLOR_VARS, {"plan", "show", "apply"}),
 }
 
