@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, NoReturn
 
 from reconciler import mirror as mir
-from reconciler.backends.base import Backend, new_change
+from reconciler.backends.base import AccountWrite, Backend, new_change
 from reconciler.errors import ActorNotAllowedError, InputError, StalePlanError
 from reconciler.interrupts import deferred_interrupts
 from reconciler.model import (
@@ -61,6 +61,15 @@ class Outcome:
         return {"account": self.account, "serial": self.serial, "wrote": self.wrote,
                 "counts": dict(self.counts), "terminated": self.terminated,
                 "mirror": {"upserted": self.mirror_upserts, "deleted": self.mirror_deletes}}
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An executed plan before it is written (`Applier.prepare`)."""
+
+    outcome: Outcome
+    state: CurrentAccount  # the account after the plan
+    write: AccountWrite | None  # None: the account is unchanged (a MIR repair at most)
 
 
 def complete_line(outcome: Outcome) -> str:
@@ -681,28 +690,38 @@ class Applier:
         self.operation = operation
 
     def apply(self, plan: Plan, current: CurrentAccount, mirror: Mirror) -> Outcome:
-        outcome = Outcome(account=plan.account, counts=plan.summary(), serial=current.serial)
         if plan.terminates:
+            outcome = Outcome(account=plan.account, counts=plan.summary(),
+                              serial=current.serial)
             _check_sequence(plan)  # terminate_account must be alone (execute checks others)
             return self._terminate(plan, current, mirror, outcome)
+        prepared = self.prepare(plan, current, mirror)
+        outcome, write = prepared.outcome, prepared.write
+        with deferred_interrupts(reraise=False) as held:
+            if write is not None:
+                self.backend.write_account(write.state, write.expected_lineage,
+                                           write.expected_serial, write.audit, write.mirror,
+                                           write.change)
+                outcome.wrote = True
+            else:
+                self.sync_mirror(prepared.state, mirror, outcome)
+        outcome.interrupted = held.interrupted
+        return outcome
+
+    def prepare(self, plan: Plan, current: CurrentAccount, mirror: Mirror) -> Prepared:
+        """Execute a plan that does not terminate: its outcome and the one write that
+        commits it (the account, its audit entries and the new MIR mirror together, one
+        compare-and-swap: DESIGN §3.2), or no write when the account stays as it is."""
+        outcome = Outcome(account=plan.account, counts=plan.summary(), serial=current.serial)
         new_state, audit = execute(plan, current, self.today, self.actor, now=now_iso(),
                                    new_lineage=lambda: lineage_for(plan))
         outcome.serial = new_state.serial
-        if new_state.serial != current.serial:
-            # one compare-and-swap: the account, its audit entries and the new MIR mirror
-            # commit together (DESIGN §3.2)
-            new_mirror = self.mirror_for(new_state, mirror, outcome)
-            with deferred_interrupts(reraise=False) as held:
-                self.backend.write_account(new_state, current.lineage, current.serial,
-                                           audit, new_mirror,
-                                           new_change(self.actor, self.operation))
-            outcome.wrote = True
-            outcome.interrupted = held.interrupted
-        else:
-            with deferred_interrupts(reraise=False) as held:
-                self.sync_mirror(new_state, mirror, outcome)
-            outcome.interrupted = held.interrupted
-        return outcome
+        if new_state.serial == current.serial:
+            return Prepared(outcome, new_state, None)
+        return Prepared(outcome, new_state, AccountWrite(
+            new_state, current.lineage, current.serial, audit,
+            self.mirror_for(new_state, mirror, outcome),
+            new_change(self.actor, self.operation)))
 
     def mirror_for(self, state: CurrentAccount, mirror: Mirror,
                    outcome: Outcome | None = None) -> Mirror | None:

@@ -273,6 +273,7 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
       crctl validate accounts/acme.yaml
       crctl validate --strict accounts/
     """
+    from reconciler.loadmany import load_files
     from reconciler.validate import duplicate_accounts, expand_paths, load_desired
 
     files = expand_paths(list(paths))
@@ -280,11 +281,12 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
         raise InputError(f"no *.yaml or *.yml files in {inert_text(', '.join(paths))}")
     failed: list[ValidationFailed] = []
     loaded = []
-    for path in files:
-        try:
-            loaded.append(load_desired(path, today()))
-        except ValidationFailed as exc:
-            failed.append(exc)
+    day = today()
+    for result in load_files(files, lambda path: load_desired(path, day)):
+        if isinstance(result, ValidationFailed):
+            failed.append(result)
+        else:
+            loaded.append(result)
     failed.extend(ValidationFailed([d]) for d in duplicate_accounts(loaded))
     diagnostics = [d for f in failed for d in f.diagnostics]
     warnings = [w for d in loaded for w in d.warnings]

@@ -25,13 +25,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.backends import files
 from reconciler.backends.base import (
     AccountSummary,
+    AccountWrite,
     AuditFilter,
     Backend,
     Change,
@@ -99,6 +101,28 @@ def read_journal(account: str, raw: bytes) -> tuple[dict[str, Any], bytes] | Non
     if newline or not isinstance(old, list) or not {str}.issuperset(map(type, old)):
         return None
     return header, "".join(line + "\n" for line in old).encode("utf-8")
+
+
+@dataclass(slots=True)
+class _Staged:
+    """One account of a batch write (`LocalBackend.write_accounts`) on its way in."""
+
+    account: str
+    path: str
+    state: CurrentAccount
+    lines: bytes
+    mirror: bool
+    mirror_tmp: str = ""
+    pending_tmp: str = ""
+    account_tmp: str = ""
+    identity: tuple[int, int, int] = (0, 0, 0)
+    staged: str = ""  # where the mirror is staged (mir/<a>.json.next)
+    pending: str = ""  # the journal (audit/<a>.pending)
+    placed: bool = False  # the journal and staged mirror are in place (step 2)
+
+    @property
+    def journal(self) -> bool:
+        return bool(self.lines) or self.mirror
 
 
 class LocalBackend(Backend):
@@ -325,6 +349,162 @@ class LocalBackend(Backend):
         self._seen[account] = (written, state.lineage, state.serial)
         if journal:
             self._finish(account, state.serial, lines, mirror is not None)
+
+    def write_accounts(self, writes: list[AccountWrite],
+                       on_commit: Callable[[int], None]) -> None:
+        """Several accounts' writes with four syncs of the file system in all, where
+        one by one each would take nine fsyncs (an MSP's directory of 10,000 accounts:
+        90,000). The order of what becomes durable is each account's order in
+        `write_account`, phase by phase over the batch:
+
+        1. every account's new files (journal, staged mirror, account file) are written
+           to temporary files, after the compare-and-swap check; sync;
+        2. the journals and staged mirrors are renamed into place; sync;
+        3. the account files are renamed into place: the commit point of each; sync;
+           `on_commit` for each;
+        4. the audit entries are appended and the mirrors put in place; sync; the
+           journals are deleted (a journal left by a crash here is finished, idempotently,
+           by `recover`).
+
+        A failure before an account's commit leaves it and those after it as they were
+        (their temporary and staged files deleted) while those before it are committed
+        and finished, and its error is raised: what the writes one by one leave."""
+        distinct = len({w.state.account for w in writes}) == len(writes)
+        if len(writes) < 2 or not distinct or not files.can_sync_filesystem():
+            super().write_accounts(writes, on_commit)
+            return
+        with deferred_interrupts():
+            self._write_batch(writes, on_commit)
+
+    def _write_batch(self, writes: list[AccountWrite],
+                     on_commit: Callable[[int], None]) -> None:
+        error: BaseException | None = None
+        batch: list[_Staged] = []
+        try:
+            for w in writes:  # 1. temporary files, after the compare-and-swap check
+                try:
+                    batch.append(self._stage(w))
+                except (StateError, StalePlanError) as exc:
+                    error = exc
+                    break
+            if batch:
+                files.sync_filesystem(self.root)
+        except BaseException:
+            self._unstage(batch)
+            raise
+        try:
+            for index, item in enumerate(batch):  # 2. the journals and staged mirrors
+                item.placed = True
+                try:
+                    if item.mirror_tmp:
+                        files.put_in_place(item.mirror_tmp, item.staged)
+                    if item.pending_tmp:
+                        files.put_in_place(item.pending_tmp, item.pending)
+                except StateError as exc:
+                    self._unstage(batch[index:])
+                    del batch[index:]
+                    error = exc
+                    break
+            if batch:
+                files.sync_filesystem(self.root)
+        except BaseException:
+            self._unstage(batch)
+            raise
+        committed = 0
+        for index, item in enumerate(batch):  # 3. the commit points
+            try:
+                files.put_in_place(item.account_tmp, item.path)
+            except StateError as exc:
+                self._unstage(batch[index:])
+                error = exc
+                break
+            self._seen[item.account] = (item.identity, item.state.lineage,
+                                        item.state.serial)
+            committed += 1
+        del batch[committed:]
+        if not batch:
+            if error is not None:
+                raise error
+            return
+        try:
+            files.sync_filesystem(self.root)
+        except StateError as exc:  # in place, but perhaps not on the disk
+            for index in range(committed):
+                on_commit(index)
+            raise StateError(
+                f"{exc}; accounts {', '.join(i.account for i in batch)} were written but "
+                "may not survive a power failure; their audit entries and MIR mirrors are "
+                "kept in their journals: the next apply or sync finishes them") from None
+        for index in range(committed):
+            on_commit(index)
+        finished = 0
+        for item in batch:  # 4. the log and the mirror after each commit
+            try:
+                if item.lines:
+                    files.append(self.audit_path(item.account), item.lines, durable=False)
+                if item.mirror:
+                    os.replace(self.staged_mirror_path(item.account),
+                               self.mirror_path(item.account))
+            except (StateError, OSError) as exc:
+                pending = item.pending
+                reason = (exc if isinstance(exc, StateError) else StateError(
+                    files.os_message(exc, self.mirror_path(item.account), "write")))
+                error = StateError(
+                    f"{reason}; account {item.account} was updated (serial "
+                    f"{item.state.serial}) and its audit entries and MIR mirror are kept "
+                    f"in {pending}: the next apply or sync finishes them")
+                break
+            finished += 1
+        files.sync_filesystem(self.root)
+        for item in batch[:finished]:
+            if item.journal:
+                files.remove(item.pending, durable=False)
+        if error is not None:
+            raise error
+
+    def _stage(self, w: AccountWrite) -> _Staged:
+        """Step 1 of a batch for one account: its files as temporary files."""
+        state = w.state
+        account = state.account
+        path = self.portal_path(account)
+        self._check_dirs(os.path.dirname(path), create=True)
+        identity = self._compare(account, path, w.expected_lineage, w.expected_serial)
+        if identity is not None:
+            self._backup(path, self.backup_path(account))
+        entries = stamp_audit(w.audit or [], state.serial, w.change)
+        lines = "".join([audit_line(e) + "\n" for e in entries]).encode("utf-8")
+        item = _Staged(account, path, state, lines, w.mirror is not None,
+                       staged=self.staged_mirror_path(account),
+                       pending=self.pending_path(account))
+        try:
+            if w.mirror is not None:
+                self._check_dirs(os.path.dirname(item.staged), create=True)
+                item.mirror_tmp = files.write_temporary(
+                    item.staged, dumps(mirror_document(w.mirror)))[0]
+            if item.journal:
+                log = self.audit_path(account)
+                self._check_dirs(os.path.dirname(log), create=True)
+                item.pending_tmp = files.write_temporary(
+                    item.pending,
+                    journal_bytes(account, state.lineage, state.serial,
+                                  files.clean_log_end(log), lines, item.mirror))[0]
+            doc = account_document(state, w.change.to_json() if w.change else None)
+            item.account_tmp, item.identity = files.write_temporary(path, dumps(doc))
+        except BaseException:
+            self._unstage([item])
+            raise
+        return item
+
+    def _unstage(self, batch: list[_Staged]) -> None:
+        """Delete what a batch wrote for accounts that will not be committed."""
+        for item in batch:
+            leftovers = [item.mirror_tmp, item.pending_tmp, item.account_tmp]
+            if item.placed:
+                leftovers += [item.staged, item.pending]
+            for leftover in leftovers:
+                if leftover:
+                    with suppress(OSError):
+                        os.unlink(leftover)
 
     def _compare(self, account: str, path: str, lineage: str | None,
                  serial: int) -> tuple[int, int, int] | None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from reconciler.backends import Backend
-from reconciler.backends.base import AuditFilter, LockInfo, new_change
+from reconciler.backends.base import AccountWrite, AuditFilter, LockInfo, new_change
 from reconciler.errors import CrctlError, InputError, LockedError, StalePlanError, StateError
 from reconciler.model import CurrentAccount, GroupRecord, Mirror
 
@@ -145,6 +145,64 @@ def test_audit_and_mirror_are_part_of_the_write(backend: Backend, other: Backend
                               new_change("jdoe", "apply"))
     assert len(list(other.audit("acme"))) == 2
     assert set(other.read_mirror("acme").users) == {"u1", "u2"}
+
+
+def _batch(accounts: list[str]) -> list[AccountWrite]:
+    """New accounts, each with an audit entry and a mirror (a directory apply's writes)."""
+    out = []
+    for name in accounts:
+        state = account_v1(name, lineage=f"lin-{name}")
+        out.append(AccountWrite(state, None, 0, [entry("create_account", "")],
+                                mirror_of(state), new_change("jdoe", "apply")))
+    return out
+
+
+def test_write_accounts_commits_each_with_its_audit_and_mirror(backend: Backend,
+                                                               other: Backend) -> None:
+    names = ["acme", "beta", "gamma", "delta"]
+    for name in names:
+        backend.read_account(name)
+    committed: list[int] = []
+    backend.write_accounts(_batch(names), committed.append)
+    assert committed == [0, 1, 2, 3]
+    for name in names:
+        got = other.read_account(name)
+        assert (got.lineage, got.serial) == (f"lin-{name}", 1)
+        assert [(e["action"], e["serial"]) for e in other.audit(name)] == \
+            [("create_account", 1)]
+        assert set(other.read_mirror(name).users) == {"u1"}
+    assert [h.serial for h in other.history("beta")] == [1]
+    # and the next batch changes them again, compare-and-swap from what it wrote
+    again = [AccountWrite(replace(w.state, serial=2, name="Again"), w.state.lineage, 1,
+                          [entry("enable", "kli")], None, new_change("jdoe", "apply"))
+             for w in _batch(names)]
+    committed.clear()
+    backend.write_accounts(again, committed.append)
+    assert committed == [0, 1, 2, 3]
+    assert {other.read_account(n).name for n in names} == {"Again"}
+
+
+def test_write_accounts_stops_at_a_stale_account(backend: Backend, other: Backend) -> None:
+    """The accounts before the refused one are committed; it and those after it are
+    left exactly as they were, with no audit entry and no mirror."""
+    create(backend, account_v1("beta", lineage="lin-beta"))
+    before = other.read_account("beta")
+    names = ["acme", "beta", "gamma"]
+    for name in names:
+        backend.read_account(name)
+    committed: list[int] = []
+    with pytest.raises(StalePlanError, match="beta"):
+        backend.write_accounts(_batch(names), committed.append)  # beta exists: stale
+    assert committed == [0]
+    assert other.read_account("acme").serial == 1
+    assert [e["action"] for e in other.audit("acme")] == ["create_account"]
+    assert other.read_account("beta") == before
+    assert len(list(other.audit("beta"))) == 1
+    assert other.read_account("gamma").lineage is None
+    assert list(other.audit("gamma")) == [] and other.read_mirror("gamma").users == {}
+    # nothing is left half-done: the next batch of the same accounts starts clean
+    backend.write_accounts(_batch(["gamma", "delta"]), committed.append)
+    assert other.read_account("gamma").serial == 1 == other.read_account("delta").serial
 
 
 def test_mirror_alone_and_none(backend: Backend, other: Backend) -> None:
