@@ -98,7 +98,9 @@ def plan_one(backend: Backend, desired: DesiredAccount, today: str) -> Planned:
     found = tuple(safety.violations(plan, current, plan.max_remove_pct,
                                     backend.tombstones(desired.account)))
     hook = policy_input(desired, plan, current)
-    return Planned(replace(plan, violations=found, policy_input=hook), current, mirror, found)
+    if found or hook is not None:
+        plan = replace(plan, violations=found, policy_input=hook)
+    return Planned(plan, current, mirror, found)
 
 
 def policy_input(desired: DesiredAccount, plan: Plan, current: CurrentAccount

@@ -134,6 +134,7 @@ class LocalBackend(Backend):
         self._locks = FileLocks()
         # directory -> (its mtime, temporary files by account): see _temporary_files
         self._temporaries: dict[str, tuple[int, dict[str, list[str]]]] = {}
+        self._dirs_ok: set[str] = set()  # state directories checked (_check_dirs)
 
     @property
     def location(self) -> str:
@@ -790,7 +791,11 @@ class LocalBackend(Backend):
 
     # -- directories --------------------------------------------------------------------
     def _check_dirs(self, directory: str, *, create: bool) -> None:
-        """Refuse symlinked state directories; create missing ones (0700) when writing."""
+        """Refuse symlinked state directories; create missing ones (0700) when writing.
+        A directory found good is not checked again by this process (a plan of 10,000
+        accounts would otherwise lstat and stat two directories per file read)."""
+        if directory in self._dirs_ok:
+            return
         for path in (self.root, directory):
             try:
                 st = os.lstat(path)
@@ -807,3 +812,5 @@ class LocalBackend(Backend):
                                  "state directory")
             if not stat.S_ISDIR(os.stat(path).st_mode):
                 raise StateError(f"{path}: is not a directory")
+        if os.path.isdir(directory):
+            self._dirs_ok.add(directory)

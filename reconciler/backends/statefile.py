@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, compress, repeat
 from operator import eq, gt, itemgetter
 from typing import Any
@@ -152,24 +152,27 @@ def check_portal(path: str, account: str, data: Any) -> None:
 
 
 def _top_problem(account: str, data: Any) -> str | None:
+    """The first problem of the account file's top level, or None. The messages are
+    built only for a file that has one (a directory of 10,000 accounts reads 10,000)."""
     if not isinstance(data, dict):
         return f"expected a JSON object, got {shown(data)}"
-    checks = (
-        (data.get("account") == account, f"account is {shown(data.get('account'))}, "
-                                         f"expected {account!r}"),
-        (isinstance(data.get("lineage"), str) and data["lineage"] != "",
-         f"lineage must be a non-empty string, got {shown(data.get('lineage'))}"),
-        (type(data.get("serial")) is int and data["serial"] >= 0,
-         f"serial must be a whole number, got {shown(data.get('serial'))}"),
-        (type(data.get("next_user_id")) is int and data["next_user_id"] >= 1,
-         f"next_user_id must be a positive whole number, got "
-         f"{shown(data.get('next_user_id'))}"),
-        (type(data.get("name")) in _STR_OR_NONE,
-         f"name must be a string, got {shown(data.get('name'))}"),
-        (isinstance(data.get("users"), dict),
-         f"users must be an object keyed by user id, got {shown(data.get('users'))}"),
+    get = data.get
+    checks: tuple[tuple[bool, Callable[[], str]], ...] = (
+        (get("account") == account,
+         lambda: f"account is {shown(get('account'))}, expected {account!r}"),
+        (isinstance(get("lineage"), str) and data["lineage"] != "",
+         lambda: f"lineage must be a non-empty string, got {shown(get('lineage'))}"),
+        (type(get("serial")) is int and data["serial"] >= 0,
+         lambda: f"serial must be a whole number, got {shown(get('serial'))}"),
+        (type(get("next_user_id")) is int and data["next_user_id"] >= 1,
+         lambda: "next_user_id must be a positive whole number, got "
+                 f"{shown(get('next_user_id'))}"),
+        (type(get("name")) in _STR_OR_NONE,
+         lambda: f"name must be a string, got {shown(get('name'))}"),
+        (isinstance(get("users"), dict),
+         lambda: f"users must be an object keyed by user id, got {shown(get('users'))}"),
     )
-    return next((why for ok, why in checks if not ok), None)
+    return next((why() for ok, why in checks if not ok), None)
 
 
 def _users_ok(users: dict[str, Any], next_id: int) -> bool:
