@@ -21,6 +21,16 @@ import pgserver  # noqa: E402
 _databases = itertools.count(1)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Byte-compile crctl's modules once. Most tests run the real command line as a new
+    process; where PYTHONDONTWRITEBYTECODE is set (CI images), each of those thousands
+    of processes would otherwise compile every module from source again."""
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "reconciler"),
+                           quiet=1)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[pgserver.Server]:
     try:
