@@ -39,7 +39,7 @@ from reconciler.model import (
     termination_counts,
 )
 from reconciler.plan import ORDER, Action, Kind, Plan
-from reconciler.render.common import applied_text, counted
+from reconciler.render.common import applied_text, counted, some_of
 from reconciler.runtime import now_iso
 
 
@@ -104,8 +104,9 @@ def check_actors(plans: Iterable[tuple[Plan, CurrentAccount]], actor: str | None
     if not actor:
         what = ("a Decision Maker" if all(p.terminates for p, _ in acting)
                 else "a Decision Maker or Phone Manager")
-        names = ", ".join(p.account for p, _ in acting)
-        whose = "the account" if len(acting) == 1 else f"each of the accounts {names}"
+        names = some_of([p.account for p, _ in acting])
+        whose = ("the account" if len(acting) == 1 else
+                 f"each of the {len(acting)} accounts with changes ({names})")
         prefix = f"account {names}: " if len(acting) == 1 else ""
         raise ActorNotAllowedError(
             f"{prefix}{operation} needs an actor: pass --actor USER or set CRCTL_ACTOR to "

@@ -23,7 +23,7 @@ from reconciler import __version__
 from reconciler.backends import Backend, open_backend
 from reconciler.errors import CrctlError, Diagnostic, InputError, ValidationFailed
 from reconciler.inert import inert_text
-from reconciler.render.common import counted
+from reconciler.render.common import counted, some_of
 
 if TYPE_CHECKING:
     from reconciler.model import CurrentAccount, DesiredAccount
@@ -568,13 +568,14 @@ def apply(ctx: Context, paths: tuple[str, ...], auto_approve: bool, force: bool,
         _output_closed(outcomes, run.to_apply)
         return
     if interrupted:
-        applied = ", ".join(f"{o.account} (serial {o.serial})" for o in outcomes)
-        left = [a for a in run.to_apply if a not in {o.account for o in outcomes}]
+        applied = some_of([f"{o.account} (serial {o.serial})" for o in outcomes])
+        done = {o.account for o in outcomes}
+        left = [a for a in run.to_apply if a not in done]
         if not left:
             click.echo(f"Interrupted, but the apply had committed: {applied}.", err=True)
             return
         click.echo(f"Interrupted after committing {applied}; not applied: "
-                   f"{', '.join(left)}. Plan again to see what is left.", err=True)
+                   f"{some_of(left)}. Plan again to see what is left.", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
 
@@ -597,11 +598,12 @@ def _output_closed(outcomes: list[Any], to_apply: list[str]) -> None:
     state is written, so this is no error (DESIGN §4: exit 0); stderr says what was
     applied, if it is still open."""
     _silence(sys.stdout)
-    applied = ", ".join(f"{o.account} (serial {o.serial})" for o in outcomes)
-    left = [a for a in to_apply if a not in {o.account for o in outcomes}]
+    applied = some_of([f"{o.account} (serial {o.serial})" for o in outcomes])
+    done = {o.account for o in outcomes}
+    left = [a for a in to_apply if a not in done]
     message = f"The output was closed, but the apply had committed: {applied}."
     if left:  # not reached today (nothing is printed between two accounts' commits)
-        message += f" Not applied: {', '.join(left)}. Plan again to see what is left."
+        message += f" Not applied: {some_of(left)}. Plan again to see what is left."
     try:
         click.echo(message, err=True)
     except OSError:

@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import selectors
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import click
 import pytest
 from apply_helpers import account_yaml, portal, wait_for_lock
-from support import crctl, popen
+from support import EXAMPLES, crctl, popen
 
 from reconciler.cli import COMMAND_ORDER, cli
 
@@ -134,7 +135,22 @@ def test_without_an_actor_exit_6_names_the_accounts_with_changes(tmp_path: Path)
     assert result.returncode == 6
     assert result.stderr == ("Error: apply needs an actor: pass --actor USER or set "
                              "CRCTL_ACTOR to a Decision Maker or Phone Manager of each of "
-                             "the accounts acme, initech\n")
+                             "the 2 accounts with changes (acme, initech)\n")
+
+
+def test_without_an_actor_an_msp_directory_gets_one_readable_line(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(25):
+        shutil.copy(EXAMPLES / "acme.yaml", repo / f"a{i:02d}.yaml")
+        text = (repo / f"a{i:02d}.yaml").read_text()
+        (repo / f"a{i:02d}.yaml").write_text(text.replace("account: acme", f"account: a{i:02d}"))
+    result = crctl("apply", repo, "--auto-approve", state=tmp_path / "state")
+    assert result.returncode == 6
+    assert result.stderr.endswith(
+        "each of the 25 accounts with changes (a00, a01, a02, a03, a04, a05, a06, a07, "
+        "a08, a09 and 15 more)\n"), result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_saved_plan_set_checks_the_actor_only_where_it_has_actions(tmp_path: Path) -> None:

@@ -39,6 +39,14 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def some_of(names: list[str], limit: int = 10) -> str:
+    """'a, b, c' — or the first `limit` and 'and N more': a message about an MSP's
+    10,000 accounts stays one readable line."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+
+
 Quote = Callable[[str], str]
 
 
