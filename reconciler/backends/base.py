@@ -30,8 +30,10 @@ The contract, method by method:
   account's write is committed (durable). If one fails, the accounts before it are
   committed and it and those after it are not, and its error is raised: exactly what the
   writes one by one would leave. A backend may commit them together (the local backend
-  flushes a batch with three syncs of the file system instead of nine fsyncs per
-  account); the default writes them one by one.
+  flushes a batch with four syncs of the file system instead of nine fsyncs per
+  account; PostgreSQL commits one transaction per batch, a savepoint per account); the
+  default writes them one by one. A crash or a lost connection may leave accounts of the
+  batch not committed whose `on_commit` was not called yet, never one half-written.
 
 - `write_mirror(mirror)`: replace the MIR mirror alone (a repair by `sync` when the
   portal is already right).

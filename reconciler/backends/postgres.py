@@ -31,13 +31,14 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from reconciler.backends import pgschema
 from reconciler.backends.base import (
     AccountSummary,
+    AccountWrite,
     AuditFilter,
     Backend,
     Change,
@@ -47,7 +48,7 @@ from reconciler.backends.base import (
     stamp_audit,
 )
 from reconciler.backends.statefile import decode_account, decode_mirror, shown
-from reconciler.errors import InputError, LockedError, StalePlanError, StateError
+from reconciler.errors import CrctlError, InputError, LockedError, StalePlanError, StateError
 from reconciler.model import GROUP_FIELDS, CurrentAccount, Mirror
 from reconciler.runtime import new_id
 
@@ -475,6 +476,52 @@ class PostgresBackend(Backend):
                 return
             raise
         self._after_write(state, mirror)
+
+    def write_accounts(self, writes: list[AccountWrite],
+                       on_commit: Callable[[int], None]) -> None:
+        """One transaction for the batch, a savepoint per account: one commit (one WAL
+        flush, one acknowledgement) where one by one every account takes its own. An
+        account refused (stale) or failing rolls back to its savepoint; the accounts
+        before it are committed with the batch, and its error is raised. A connection
+        lost before the commit leaves the whole batch as it was."""
+        if len(writes) < 2:
+            super().write_accounts(writes, on_commit)
+            return
+        for w in writes:
+            check_account_id(w.state.account)
+        self._ensure()
+        changes = [w.change or Change(run_id=new_id(), time="", actor="", operation="write")
+                   for w in writes]
+        done: list[AccountWrite] = []
+        error: CrctlError | None = None
+        try:
+            with self._errors("writing the accounts"):
+                conn = self._db()
+                with conn.transaction():
+                    for w, change in zip(writes, changes, strict=True):
+                        entries = stamp_audit(w.audit or [], w.state.serial, change)
+                        try:
+                            with conn.transaction():  # a savepoint
+                                self._write(conn, w.state, w.expected_lineage,
+                                            w.expected_serial, entries, w.mirror, change)
+                        except StalePlanError as exc:
+                            error = exc
+                            break
+                        except psycopg.Error as exc:
+                            error = StateError(
+                                f"PostgreSQL state {self.location}: writing account "
+                                f"{w.state.account} failed: {_reason(exc)}")
+                            break
+                        done.append(w)
+        except StateError:
+            # the acknowledgement of the commit lost, not the commit itself?
+            if not done or not self._committed(changes[0].run_id):
+                raise
+        for index, w in enumerate(done):
+            self._after_write(w.state, w.mirror)
+            on_commit(index)
+        if error is not None:
+            raise error
 
     def _after_write(self, state: CurrentAccount, mirror: Mirror | None) -> None:
         self._remember(state)
