@@ -123,6 +123,8 @@ class Rules:
     waivers: tuple[Waiver, ...] = ()
     _memo: dict[tuple[Any, ...], tuple[tuple[Default, ...], tuple[Policy, ...]]] = \
         field(default_factory=dict)
+    _named: dict[str, tuple[tuple[Default, ...], tuple[Policy, ...]]] = \
+        field(default_factory=dict)
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Rules:
@@ -141,8 +143,16 @@ class Rules:
     def __bool__(self) -> bool:
         return bool(self.defaults or self.policies or self.waivers)
 
-    def applying(self, user: Mapping[str, Any]) -> tuple[tuple[Default, ...], tuple[Policy, ...]]:
-        """The defaults (in order) and policies whose match holds for `user`."""
+    def applying(self, user: Mapping[str, Any], name: str | None = None
+                 ) -> tuple[tuple[Default, ...], tuple[Policy, ...]]:
+        """The defaults (in order) and policies whose match holds for `user`. `name`: the
+        user's key, when the caller asks again for the same (unchanged) canonical record
+        (validate: once for the defaults, once for the policies); the answer is then
+        remembered by name, sparing the key of its attributes."""
+        if name is not None:
+            known = self._named.get(name)
+            if known is not None:
+                return known
         roles = user.get("roles") or []
         key = (user.get("location"), user.get("profile"),
                tuple(r if type(r) is str else "@" + ",".join(r.get(Role.PHONE_MANAGER, ()))
@@ -153,7 +163,14 @@ class Rules:
             found = (tuple(d for d in self.defaults if d.match.matches(user)),
                      tuple(p for p in self.policies.values() if p.match.matches(user)))
             self._memo[key] = found
+        if name is not None:
+            self._named[name] = found
         return found
+
+    def forget_names(self) -> None:
+        """Drop the answers remembered by user name (a file's validation is over: the
+        rules travel on with the account, its users' answers need not)."""
+        self._named.clear()
 
 
 def effective_cr(user: Mapping[str, Any], own: Any, defaults: tuple[Default, ...],
@@ -192,15 +209,15 @@ def breaches(policy: Policy, cr: Mapping[str, Any] | None) -> list[Breach]:
     out: list[Breach] = []
     require = policy.require
     product = require.get("product")
-    has = product_words(cr)
     if product == "none":
         if cr is not None:
-            out.append(Breach("product", "no Call Recording", has))
+            out.append(Breach("product", "no Call Recording", product_words(cr)))
     elif product == "any":
         if cr is None:
-            out.append(Breach("product", "Call Recording (either product)", has))
+            out.append(Breach("product", "Call Recording (either product)",
+                              product_words(cr)))
     elif product is not None and (cr is None or cr.get("product") != product):
-        out.append(Breach("product", PRODUCT_NAMES[Product(product)], has))
+        out.append(Breach("product", PRODUCT_NAMES[Product(product)], product_words(cr)))
     if require.get("prevent_remove") is True and (cr is None or not cr.get("prevent_remove")):
         out.append(Breach("prevent_remove", "prevent_remove: true",
                           "no Call Recording" if cr is None else "prevent_remove: false"))

@@ -260,6 +260,7 @@ def _check(doc: Document, today: str
         _group_rules(doc, data.get("recording_groups"), raw_users, renames, problems)
         if rules:
             rule_lints = _policy_rules(rules, users, raw_users, bad_users, problems, today)
+        rules.forget_names()
     _account_rules(doc, data, users, bad_users, problems)
     _settings_rules(data.get("recording_settings"), problems)
     return problems, users, renames, rules, rule_lints
@@ -323,7 +324,7 @@ def _check_users(
             renames[name] = raw.pop("renamed_from")
         if defaults:
             own = raw.get("call_recording", ABSENT)
-            applying = rules.applying(raw)[0] if own is not None else ()
+            applying = rules.applying(raw, name)[0] if own is not None else ()
             cr = effective_cr(raw, own, applying) if applying else \
                 (None if own is ABSENT else own)
         else:
@@ -499,7 +500,7 @@ def _policy_rules(rules: Rules, users: dict[str, UserRecord], raw_users: dict[st
     used: set[int] = set()
     if rules.policies:
         for name, user in users.items():
-            for policy in rules.applying(user)[1]:
+            for policy in rules.applying(user, name)[1]:
                 found = breaches(policy, user["call_recording"])
                 if not found:
                     continue
