@@ -341,7 +341,8 @@ def test_markdown_layout() -> None:
 def test_markdown_of_no_changes_and_of_a_termination() -> None:
     quiet = Plan(account="acme", desired_path=None, desired_sha256=None, lineage="l", serial=1)
     md = markdown.render_all([quiet])
-    assert "No changes. Account acme matches the desired state." in md
+    assert md.count("No changes. Account acme matches the desired state.") == 1
+    assert "**No changes. Account acme matches the desired state.**" in md
     assert "<details>" not in md and "[!WARNING]" not in md
     end = Plan(account="acme", desired_path=None, desired_sha256=None, lineage="l", serial=1,
                actions=(Action(Kind.TERMINATE_ACCOUNT, None, None,

@@ -57,7 +57,7 @@ def _head(plan: Plan) -> list[str]:
                 "mirror and **all recordings** are deleted.", ""]
         return out
     if not plan.has_changes:
-        return out + [final_line(plan), ""]
+        return out  # the bold last line says it
     s = plan.summary()
     out += ["| Action | Count |", "|---|---:|",
             f"| CR to enable | {s['enable']} |", f"| CR to change | {s['change']} |",
