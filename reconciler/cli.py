@@ -814,6 +814,11 @@ def explain(path: str, username: str, fmt: str) -> None:
     if username not in desired.users:
         import difflib
 
+        renamed = {old: new for new, old in desired.renamed_from.items()}
+        if username in renamed:
+            raise InputError(inert_text(
+                f"{path}: no user {username!r}: it was renamed to {renamed[username]!r} "
+                "(explain the new username)"))
         hint = difflib.get_close_matches(username, list(desired.users), n=1)
         raise InputError(inert_text(
             f"{path}: no user {username!r}" + (f" (did you mean {hint[0]!r}?)" if hint

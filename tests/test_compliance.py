@@ -327,6 +327,15 @@ def test_explain_a_user_reached_by_two_defaults_and_a_waived_policy(tmp_path: Pa
     assert missing.returncode == 1 and "no user 'kl' (did you mean 'kli'?)" in missing.stderr
 
 
+def test_explain_of_a_renamed_user_names_the_new_username() -> None:
+    from support import EXAMPLES
+
+    result = crctl("explain", EXAMPLES / "acme.yaml", "bsmith")
+    assert result.returncode == 1
+    assert "no user 'bsmith': it was renamed to 'bob.smith'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- report ---------------------------------------------------------------------------
 
 def test_report_shows_a_breach_made_in_the_state_outside_the_policy_file(tmp_path: Path
