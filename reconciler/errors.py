@@ -7,6 +7,7 @@ message that already names the file, account or user concerned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class CrctlError(Exception):
@@ -72,3 +73,7 @@ class ValidationFailed(InputError):
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.path, d.line, d.column))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its diagnostics (the loading child sends it so), not its message."""
+        return (ValidationFailed, (self.diagnostics,))

@@ -22,6 +22,7 @@ import contextlib
 import marshal
 import os
 import re
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -56,9 +57,11 @@ def parse_in_halves(raw: bytes, walk: Walk) -> Any | None:
         read_fd, write_fd = os.pipe()
     except OSError:
         return None
+    held = hold_interrupts()
     try:
         pid = os.fork()
     except OSError:
+        release_interrupts(held)
         os.close(read_fd)
         os.close(write_fd)
         return None
@@ -67,8 +70,13 @@ def parse_in_halves(raw: bytes, walk: Walk) -> Any | None:
         _child(second, walk, write_fd)
     os.close(write_fd)
     try:
+        release_interrupts(held)  # a Ctrl-C meanwhile is raised here, in the parent
         data, clean = walk(first)
         received = _read_all(read_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)  # its half is moot
+        raise
     finally:
         os.close(read_fd)
         _reap(pid)
@@ -83,6 +91,22 @@ def parse_in_halves(raw: bytes, walk: Walk) -> Any | None:
         return None  # a duplicate user key across the cut: let the usual parse report it
     users.update(their_users)
     return data
+
+
+def hold_interrupts() -> Any:
+    """Hold SIGINT across a fork (the old mask, to give to `release_interrupts`).
+
+    Why: a Ctrl-C landing in a just-forked child would unwind the parent's stack there
+    (its "Interrupted." message, its buffered output flushed twice). The child keeps it
+    held for its short life and is killed by the parent when its work is moot; the
+    parent releases it once the child's pid is where its clean-up can find it."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    return None if mask is None else mask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def release_interrupts(held: Any) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def usable_cores() -> int:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.errors import ValidationFailed
-from reconciler.halves import usable_cores
+from reconciler.halves import hold_interrupts, release_interrupts, usable_cores
 from reconciler.model import DesiredAccount, Status, UserRecord
 
 MIN_FILES = 16  # fewer files: the fork and the pickle round trip cost more than they save
@@ -54,9 +54,11 @@ def load_files(files: list[str], load: Load) -> list[Loaded]:
             break
         seen += sizes[index]
     theirs = files[cut:]
+    held = hold_interrupts()
     child = _fork(theirs, load)
     received = None
     try:
+        release_interrupts(held)  # a Ctrl-C meanwhile is raised here: the child is stopped
         out.extend(_one(path, load) for path in files[1:cut])
         if child is not None:
             received = _receive(child, len(theirs))

@@ -360,12 +360,14 @@ class ApplyRun:
         for p in changing:
             if p.plan.terminates:
                 self._write_batch(batch)
+                users = 0
                 outcomes.append(self._apply(p))
                 continue
             prepared = applier.prepare(p.plan, p.current, p.mirror)
             outcomes.append(prepared.outcome)
             if prepared.write is None:
                 self._write_batch(batch)
+                users = 0
                 with deferred_interrupts(reraise=False) as held:
                     applier.sync_mirror(prepared.state, p.mirror, prepared.outcome)
                 self._committed(prepared.outcome, held.interrupted)

@@ -217,3 +217,30 @@ def test_a_full_disk_in_the_middle_of_a_batch(trees: dict[str, Any], tmp_path: P
     assert leftovers(state) == [] and _journals(state) == []
     _converged(state, trees["base"], 1, trees["created"])
 
+
+
+def test_a_state_with_another_mount_inside_is_written_with_fsyncs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """syncfs of the state's root flushes only its file system: when audit/ or mir/ is
+    another mount, the batch is written account by account with fsyncs instead."""
+    from backends.test_conformance import _batch
+
+    from reconciler.backends import files
+    from reconciler.backends.local import LocalBackend
+
+    state = tmp_path / "state"
+    state.mkdir()
+    assert files.one_file_system(str(state), [str(state / "audit"), str(state / "x" / "y")])
+    assert not files.one_file_system(str(state), ["/proc/self"])
+    backend = LocalBackend(str(state))
+    flushed: list[str] = []
+    monkeypatch.setattr(files, "sync_filesystem", flushed.append)
+    backend.write_accounts(_batch(["acme", "beta"]), lambda index: None)
+    assert flushed  # one file system: the batch path
+    flushed.clear()
+    monkeypatch.setattr(files, "one_file_system", lambda root, dirs: False)
+    committed: list[int] = []
+    backend.write_accounts(_batch(["gamma", "delta"]), committed.append)
+    assert flushed == [] and committed == [0, 1]
+    assert LocalBackend(str(state)).read_account("delta").serial == 1
+    assert _journals(state) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ def test_a_plain_file_is_split_and_equal() -> None:
     assert data == sequential(raw)
     assert list(data["users"]) == [f"u{i}" for i in range(40)]
     assert list(data) == ["account", "users", "safety"]
+    if hasattr(signal, "pthread_sigmask"):  # held across the fork only
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 @pytest.mark.parametrize("indent", [1, 2, 4])

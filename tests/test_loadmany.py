@@ -125,3 +125,25 @@ def test_validate_of_a_directory_reports_the_same_on_one_core(tree: list[str]) -
         (both.returncode, both.stdout, both.stderr)
     errors = [line for line in both.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 2 and "acct07.yaml" in errors[0] and "acct33.yaml" in errors[1]
+
+
+def test_the_pickled_answer_carries_a_failed_file(tree: list[str]) -> None:
+    """What marshal cannot carry goes pickled whole ("P"): a file that failed validation
+    must come back as its diagnostics, not be lost (the half loaded again)."""
+    answers = [loadmany._one(p, _load) for p in tree[:10]]
+    assert any(isinstance(a, ValidationFailed) for a in answers)
+    import pickle
+
+    payload = b"P" + pickle.dumps(answers)
+    assert _shown(loadmany._decode(payload)) == _shown(answers)
+
+
+def test_interrupts_are_held_only_across_the_fork(tree: list[str]) -> None:
+    """SIGINT is held while forking (a Ctrl-C must not unwind this process's stack in the
+    child) and given back after: a Ctrl-C still stops crctl."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        pytest.skip("no signal masks here")
+    loadmany.load_files(tree, _load)
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())

@@ -106,7 +106,7 @@ def test_a_read_only_role_can_plan_but_not_apply(pg_server, pg_database: Callabl
     assert "CREATE TABLE IF NOT EXISTS" in sql and "crctl_reader" in sql
     grants = sql.split("COMMIT;", 1)[1]
     pg_server.psql(f"DROP ROLE IF EXISTS crctl_reader; DROP ROLE IF EXISTS crctl_writer; "
-                   f"DROP ROLE IF EXISTS pr_bot; {grants}"
+                   f"DROP ROLE IF EXISTS pr_bot; DROP ROLE IF EXISTS half_bot; {grants}"
                    "CREATE ROLE pr_bot LOGIN IN ROLE crctl_reader;", database)
     reader = url.replace("postgres@", "pr_bot@")
     users = acme_users()
@@ -123,6 +123,16 @@ def test_a_read_only_role_can_plan_but_not_apply(pg_server, pg_database: Callabl
     refused = crctl(reader, "apply", str(changed), "--auto-approve")
     assert refused.returncode == 1
     assert "permission denied" in refused.stderr
+    # a directory of accounts is written as one batch, one savepoint each: the same words
+    # for a role that may take locks but not write accounts
+    pg_server.psql("CREATE ROLE half_bot LOGIN IN ROLE crctl_reader; "
+                   "GRANT INSERT, UPDATE, DELETE ON crctl.locks TO half_bot;", database)
+    (changed.parent / "beta.yaml").write_text(account_yaml("beta", acme_users()))
+    refused = crctl(url.replace("postgres@", "half_bot@"), "--actor", "jdoe", "apply",
+                    str(changed.parent), "--auto-approve")
+    assert refused.returncode == 1
+    assert "permission denied while writing account" in refused.stderr, refused.stderr
+    assert "a writing role is needed to apply" in refused.stderr
     assert crctl(url, "plan", str(changed), "--detailed-exitcode").returncode == 2
 
 

@@ -133,6 +133,31 @@ def can_sync_filesystem() -> bool:
     return SYNCFS is not None
 
 
+def one_file_system(root: str, directories: list[str]) -> bool:
+    """Whether every directory (or, where it is not made yet, the nearest ancestor that
+    is, up to `root`) is on `root`'s file system: a syncfs of root flushes only that one,
+    so a state whose audit/ or mir/ is another mount is written with fsyncs instead."""
+    try:
+        device = os.stat(root).st_dev
+    except OSError:
+        return False
+    for directory in directories:
+        path = directory
+        while True:
+            try:
+                if os.stat(path).st_dev != device:
+                    return False
+                break
+            except FileNotFoundError:
+                parent = os.path.dirname(path)
+                if parent == path or len(path) <= len(root):
+                    break
+                path = parent
+            except OSError:
+                return False
+    return True
+
+
 def sync_filesystem(directory: str) -> None:
     """Make everything written so far on `directory`'s file system durable: file data,
     creations and renames alike (syncfs(2): one call where a batch of accounts would need

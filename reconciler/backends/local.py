@@ -55,6 +55,7 @@ from reconciler.backends.statefile import (
 from reconciler.errors import LockedError, StalePlanError, StateError
 from reconciler.interrupts import deferred_interrupts
 from reconciler.model import CurrentAccount, Mirror
+from reconciler.render.common import some_of
 
 KINDS = ("portal", "mir", "audit")
 
@@ -371,11 +372,16 @@ class LocalBackend(Backend):
         (their temporary and staged files deleted) while those before it are committed
         and finished, and its error is raised: what the writes one by one leave."""
         distinct = len({w.state.account for w in writes}) == len(writes)
-        if len(writes) < 2 or not distinct or not files.can_sync_filesystem():
+        if (len(writes) < 2 or not distinct or not files.can_sync_filesystem()
+                or not files.one_file_system(self.root, self._write_dirs())):
             super().write_accounts(writes, on_commit)
             return
         with deferred_interrupts():
             self._write_batch(writes, on_commit)
+
+    def _write_dirs(self) -> list[str]:
+        """The directories a write puts files in (the same for every account)."""
+        return [os.path.join(self.root, kind) for kind in ("portal", "mir", "audit")]
 
     def _write_batch(self, writes: list[AccountWrite],
                      on_commit: Callable[[int], None]) -> None:
@@ -433,7 +439,7 @@ class LocalBackend(Backend):
             for index in range(committed):
                 on_commit(index)
             raise StateError(
-                f"{exc}; accounts {', '.join(i.account for i in batch)} were written but "
+                f"{exc}; accounts {some_of([i.account for i in batch])} were written but "
                 "may not survive a power failure; their audit entries and MIR mirrors are "
                 "kept in their journals: the next apply or sync finishes them") from None
         for index in range(committed):
@@ -447,13 +453,20 @@ class LocalBackend(Backend):
                     os.replace(self.staged_mirror_path(item.account),
                                self.mirror_path(item.account))
             except (StateError, OSError) as exc:
-                pending = item.pending
                 reason = (exc if isinstance(exc, StateError) else StateError(
                     files.os_message(exc, self.mirror_path(item.account), "write")))
-                error = StateError(
-                    f"{reason}; account {item.account} was updated (serial "
-                    f"{item.state.serial}) and its audit entries and MIR mirror are kept "
-                    f"in {pending}: the next apply or sync finishes them")
+                kept = batch[finished:]
+                if len(kept) == 1:
+                    error = StateError(
+                        f"{reason}; account {item.account} was updated (serial "
+                        f"{item.state.serial}) and its audit entries and MIR mirror are "
+                        f"kept in {item.pending}: the next apply or sync finishes them")
+                else:
+                    error = StateError(
+                        f"{reason}; accounts {some_of([i.account for i in kept])} were "
+                        "updated and their audit entries and MIR mirrors are kept in their "
+                        f"journals ({item.pending}, ...): the next apply or sync finishes "
+                        "them")
                 break
             finished += 1
         files.sync_filesystem(self.root)

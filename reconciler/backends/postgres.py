@@ -159,15 +159,18 @@ class PostgresBackend(Backend):
         """Driver errors as crctl errors (exit 1), with the server's reason."""
         try:
             yield
-        except psycopg.errors.InsufficientPrivilege as exc:
-            self._rollback()
-            raise StateError(f"PostgreSQL state {self.location}: permission denied while "
-                             f"{doing} ({_reason(exc)}); a reading role can plan, show and "
-                             "list, a writing role is needed to apply") from None
         except psycopg.Error as exc:
             self._rollback()
-            raise StateError(f"PostgreSQL state {self.location}: {doing} failed: "
-                             f"{_reason(exc)}") from None
+            raise self._failure(exc, doing) from None
+
+    def _failure(self, exc: psycopg.Error, doing: str) -> StateError:
+        """The crctl error for a driver error while `doing`, with the server's reason."""
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return StateError(f"PostgreSQL state {self.location}: permission denied while "
+                              f"{doing} ({_reason(exc)}); a reading role can plan, show "
+                              "and list, a writing role is needed to apply")
+        return StateError(f"PostgreSQL state {self.location}: {doing} failed: "
+                          f"{_reason(exc)}")
 
     def _rollback(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -508,9 +511,7 @@ class PostgresBackend(Backend):
                             error = exc
                             break
                         except psycopg.Error as exc:
-                            error = StateError(
-                                f"PostgreSQL state {self.location}: writing account "
-                                f"{w.state.account} failed: {_reason(exc)}")
+                            error = self._failure(exc, f"writing account {w.state.account}")
                             break
                         done.append(w)
         except StateError:
