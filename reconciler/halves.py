@@ -32,8 +32,10 @@ MIN_BYTES = 4 * 1024 * 1024  # below this, a fork costs more than it saves
 _USERS = re.compile(rb"^users:[ \t]*(?:#[^\n]*)?\r?\n", re.M)
 # The first line that has content (not blank, not a comment): gives the indentation.
 _CONTENT = re.compile(rb"^([ ]*)[^ \t\r\n#]", re.M)
-# The next top-level line with content: where the `users` block ends.
-_TOP_LEVEL = re.compile(rb"^[^ \t\r\n#]", re.M)
+# The next top-level line with content (its first character, after the newline): where
+# the `users` block ends. Not `^...` with re.M: that tries every position of a 20 MB
+# block (0.11 s), this only each newline (0.015 s).
+_TOP_LEVEL = re.compile(rb"\n[^ \t\r\n#]")
 _SENTINEL_KEY = "\0crctl-split"
 
 Walk = Callable[[bytes], tuple[Any, bool]]  # bytes -> (data, parsed without diagnostics)
@@ -135,8 +137,8 @@ def _cut(raw: bytes) -> tuple[int, int, int] | None:
     if first is None or not first.group(1):
         return None
     indent = len(first.group(1))
-    following = _TOP_LEVEL.search(raw, block_start)
-    end = following.start() if following else len(raw)
+    following = _TOP_LEVEL.search(raw, block_start - 1)  # raw[block_start - 1] is "\n"
+    end = following.start() + 1 if following else len(raw)
     if end - block_start < MIN_BYTES // 2:
         return None
     key_line = re.compile(rb"^ {%d}[^ \t\r\n#'\"\-?:{}\[\],&*!|>%%@`]" % indent, re.M)
