@@ -154,7 +154,12 @@ class Plan:
 
     @property
     def terminates(self) -> bool:
-        return any(a.action is Kind.TERMINATE_ACCOUNT for a in self.actions)
+        """Asked several times per apply (safety, rendering, the batch): scanned once."""
+        found = self._memo.get("terminates")
+        if found is None:
+            found = self._memo["terminates"] = any(a.action is Kind.TERMINATE_ACCOUNT
+                                                   for a in self.actions)
+        return bool(found)
 
     def summary(self) -> dict[str, int]:
         counts = dict.fromkeys(SUMMARY_KEYS, 0)
