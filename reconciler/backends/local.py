@@ -381,7 +381,7 @@ class LocalBackend(Backend):
 
     def _write_dirs(self) -> list[str]:
         """The directories a write puts files in (the same for every account)."""
-        return [os.path.join(self.root, kind) for kind in ("portal", "mir", "audit")]
+        return [self._dir(kind) for kind in KINDS]
 
     def _write_batch(self, writes: list[AccountWrite],
                      on_commit: Callable[[int], None]) -> None:
